@@ -1,0 +1,227 @@
+"""The aiohttp application: route registration with ComfyUI's /api mirror, middleware, helpers.
+
+Every API route is registered at its bare path and under ``/api`` (ComfyUI clients use both);
+``/internal/*`` is registered once, as ComfyUI does. Route modules expose ``add_routes(routes)``.
+"""
+from __future__ import annotations
+
+import hmac
+import json
+import logging
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Awaitable, Callable
+from urllib.parse import urlsplit
+
+from aiohttp import web
+
+if TYPE_CHECKING:
+    from hearth.app import App
+
+log = logging.getLogger(__name__)
+
+APP: web.AppKey["App"] = web.AppKey("hearth_app")
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def hearth(request: web.Request) -> "App":
+    return request.app[APP]
+
+
+# --- errors and bodies ---------------------------------------------------------------------------
+def error_object(type_: str, message: str, details: str = "", extra_info: dict | None = None) -> dict:
+    return {"type": type_, "message": message, "details": details, "extra_info": extra_info or {}}
+
+
+def json_error(status: int, type_: str, message: str, details: str = "", extra_info: dict | None = None,
+               node_errors: dict | None = None) -> web.Response:
+    """A ComfyUI-shaped error body: {"error": {type, message, details, extra_info}, "node_errors": {}}."""
+    body = {"error": error_object(type_, message, details, extra_info), "node_errors": node_errors or {}}
+    return web.json_response(body, status=status)
+
+
+class BadRequest(Exception):
+    """Raised by helpers; the error middleware turns it into a ComfyUI-shaped 4xx."""
+
+    def __init__(self, message: str, status: int = 400, type_: str = "invalid_request", details: str = ""):
+        super().__init__(message)
+        self.status = status
+        self.type = type_
+        self.details = details
+
+
+async def read_json(request: web.Request, *, default: Any = ..., max_size: int | None = None) -> Any:
+    """Parse the body as JSON whatever the Content-Type says (the UI sends text/plain, scripts form-encoded)."""
+    raw = await request.read()
+    if not raw.strip():
+        if default is not ...:
+            return default
+        raise BadRequest("Request body is empty", type_="invalid_json")
+    try:
+        return json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise BadRequest("Request body is not valid JSON", type_="invalid_json", details=str(exc)) from None
+
+
+def json_text(text: str, status: int = 200) -> web.Response:
+    """A response from JSON we already serialised (history/queue are assembled as text)."""
+    return web.Response(text=text, status=status, content_type="application/json")
+
+
+def dumps(value: Any) -> str:
+    return json.dumps(value, ensure_ascii=False)
+
+
+# --- route table -------------------------------------------------------------------------------
+@dataclass
+class Routes:
+    """Collects routes; ``mirror`` ones are also registered under /api (ComfyUI's add_routes)."""
+
+    entries: list[tuple[str, str, Handler, bool]] = field(default_factory=list)
+
+    def add(self, method: str, path: str, handler: Handler, mirror: bool = True) -> None:
+        self.entries.append((method, path, handler, mirror))
+
+    def get(self, path: str, mirror: bool = True):
+        return self._decorator("GET", path, mirror)
+
+    def post(self, path: str, mirror: bool = True):
+        return self._decorator("POST", path, mirror)
+
+    def delete(self, path: str, mirror: bool = True):
+        return self._decorator("DELETE", path, mirror)
+
+    def patch(self, path: str, mirror: bool = True):
+        return self._decorator("PATCH", path, mirror)
+
+    def _decorator(self, method: str, path: str, mirror: bool):
+        def wrap(handler: Handler) -> Handler:
+            self.add(method, path, handler, mirror)
+            return handler
+        return wrap
+
+    def install(self, app: web.Application) -> None:
+        for method, path, handler, mirror in self.entries:
+            paths = [path, "/api" + path] if mirror else [path]
+            for p in paths:
+                if method == "GET":  # GET routes answer HEAD too, as aiohttp's add_get does
+                    app.router.add_get(p, handler)
+                else:
+                    app.router.add_route(method, p, handler)
+
+
+# --- middleware --------------------------------------------------------------------------------
+LOOPBACK_HOSTS = {"127.0.0.1", "localhost", "::1", "[::1]"}
+
+
+def _host_name(host_header: str) -> str:
+    host = host_header.strip().lower()
+    if host.startswith("["):
+        return host[: host.find("]") + 1] if "]" in host else host
+    return host.rsplit(":", 1)[0] if host.count(":") == 1 else host
+
+
+def is_loopback_name(host: str) -> bool:
+    return host in LOOPBACK_HOSTS or host.startswith("127.")
+
+
+@web.middleware
+async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    try:
+        return await handler(request)
+    except BadRequest as exc:
+        return json_error(exc.status, exc.type, str(exc), exc.details)
+    except web.HTTPRequestEntityTooLarge as exc:
+        return json_error(413, "request_too_large", "Request body is larger than the server accepts",
+                          exc.text or "")
+    except web.HTTPException:
+        raise
+    except Exception as exc:  # a bug in Hearth: log it, answer JSON, keep serving
+        log.exception("unhandled error on %s %s", request.method, request.path)
+        return json_error(500, "server_error", "Internal server error", type(exc).__name__)
+
+
+def origin_middleware(cors_origin: str | None):
+    """Refuse cross-site requests to a loopback-bound server (DNS rebinding / drive-by POSTs)."""
+
+    @web.middleware
+    async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+        if cors_origin is not None:
+            if request.method == "OPTIONS":
+                response: web.StreamResponse = web.Response()
+            else:
+                response = await handler(request)
+            response.headers["Access-Control-Allow-Origin"] = cors_origin
+            response.headers["Access-Control-Allow-Methods"] = "POST, GET, DELETE, PUT, OPTIONS, PATCH"
+            response.headers["Access-Control-Allow-Headers"] = "Content-Type, Authorization, Comfy-User"
+            response.headers["Access-Control-Allow-Credentials"] = "true"
+            return response
+        host = _host_name(request.headers.get("Host", ""))
+        origin = request.headers.get("Origin")
+        if origin is not None and is_loopback_name(host):
+            if origin == "null":
+                return json_error(403, "forbidden", "Cross-origin request refused", "Origin: null")
+            origin_host = _host_name(urlsplit(origin).netloc)
+            if origin_host != host:
+                return json_error(403, "forbidden", "Cross-origin request refused", f"Origin: {origin}")
+        return await handler(request)
+
+    return middleware
+
+
+def token_middleware(token: str):
+    """Off loopback every request needs the API token (Bearer header or ?token=), compared in constant time."""
+    expected = token.encode()
+
+    @web.middleware
+    async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+        given = ""
+        auth = request.headers.get("Authorization", "")
+        if auth.lower().startswith("bearer "):
+            given = auth[7:].strip()
+        elif "token" in request.query:
+            given = request.query.get("token", "")
+        if not hmac.compare_digest(given.encode(), expected):
+            return json_error(401, "unauthorized", "A valid API token is required",
+                              "send 'Authorization: Bearer <token>' or ?token=<token>")
+        return await handler(request)
+
+    return middleware
+
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp", ".gif", ".svg",
+                    ".ico", ".avif")
+
+
+@web.middleware
+async def cache_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """ComfyUI's cache headers: scripts and index files revalidate, images cache for a day."""
+    response = await handler(request)
+    path = request.path
+    if path.endswith((".js", ".css")) or path.rsplit("/", 1)[-1].startswith("index") and path.endswith(".json"):
+        response.headers.setdefault("Cache-Control", "no-cache")
+    elif path.lower().endswith(IMAGE_EXTENSIONS):
+        if response.status == 404:
+            response.headers.setdefault("Cache-Control", "public, max-age=3600")
+        elif response.status == 200:
+            response.headers.setdefault("Cache-Control", "public, max-age=86400")
+    return response
+
+
+def create_web_app(app: "App") -> web.Application:
+    from hearth.server.routes import ROUTE_MODULES
+
+    cfg = app.config
+    middlewares = [error_middleware, origin_middleware(cfg.cors_origin)]
+    if app.api_token:
+        middlewares.insert(0, token_middleware(app.api_token))
+    middlewares.append(cache_middleware)
+    web_app = web.Application(middlewares=middlewares, client_max_size=cfg.max_upload_size)
+    web_app[APP] = app
+    routes = Routes()
+    for module in ROUTE_MODULES:
+        module.add_routes(routes)
+    routes.install(web_app)
+    from hearth.server.routes import frontend
+
+    frontend.install_static(web_app, app)
+    return web_app

@@ -1,0 +1,210 @@
+"""The websocket hub: one socket per client id, events routed as ComfyUI routes them.
+
+Each client has a bounded send queue drained by its own task, so a slow or dead client never
+delays execution or the other clients: when its queue overflows it is disconnected (it will
+reconnect with the same clientId and get a fresh ``status``).
+"""
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import struct
+import uuid
+from collections import deque
+from typing import Any, Callable
+
+from aiohttp import WSMsgType, web
+
+from hearth.engine import events as ev
+
+log = logging.getLogger(__name__)
+
+BINARY_PREVIEW_IMAGE = 1
+BINARY_TEXT = 3
+BINARY_PREVIEW_IMAGE_WITH_METADATA = 4
+IMAGE_FORMAT_CODES = {"JPEG": 1, "PNG": 2}
+
+
+class Client:
+    def __init__(self, sid: str, ws: web.WebSocketResponse, max_queue: int):
+        self.sid = sid
+        self.ws = ws
+        self.queue: deque[str | bytes] = deque()
+        self.max_queue = max_queue
+        self.wakeup = asyncio.Event()
+        self.supports_preview_metadata = False
+        self.closed = False
+        self.dropped = False
+
+    def push(self, frame: str | bytes) -> None:
+        if self.closed:
+            return
+        if len(self.queue) >= self.max_queue:
+            # Too slow to keep up: cut it loose rather than buffer without bound.
+            self.dropped = True
+            self.closed = True
+            self.queue.clear()
+            self.wakeup.set()
+            return
+        self.queue.append(frame)
+        self.wakeup.set()
+
+    async def pump(self) -> None:
+        try:
+            while not self.closed:
+                await self.wakeup.wait()
+                self.wakeup.clear()
+                while self.queue and not self.closed:
+                    frame = self.queue.popleft()
+                    if isinstance(frame, bytes):
+                        await self.ws.send_bytes(frame)
+                    else:
+                        await self.ws.send_str(frame)
+        except (ConnectionError, RuntimeError, asyncio.CancelledError):
+            pass
+        finally:
+            self.closed = True
+            if self.dropped and not self.ws.closed:
+                await self.ws.close(code=1013, message=b"client too slow")
+
+
+def message(type_: str, data: Any) -> str:
+    return json.dumps({"type": type_, "data": data}, ensure_ascii=False)
+
+
+class Hub:
+    def __init__(self, queue_remaining: Callable[[], int], feature_flags: Callable[[], dict],
+                 max_queue: int = 4096):
+        self.clients: dict[str, Client] = {}
+        self._queue_remaining = queue_remaining
+        self._feature_flags = feature_flags
+        self._max_queue = max_queue
+        self.log_subscribers: set[str] = set()
+        # The client id that owns the running prompt, and its last `executing` node (resent on reconnect).
+        self.running_client: str | None = None
+        self.last_executing: str | None = None
+
+    # --- connections ---------------------------------------------------------------------------
+    async def handle(self, request: web.Request) -> web.WebSocketResponse:
+        ws = web.WebSocketResponse(heartbeat=30, max_msg_size=1 << 20)
+        await ws.prepare(request)
+        sid = request.query.get("clientId") or uuid.uuid4().hex
+        old = self.clients.get(sid)
+        if old is not None:  # a reconnect with the same clientId replaces the old socket
+            old.closed = True
+            old.wakeup.set()
+            await old.ws.close(code=1000, message=b"replaced by a new connection")
+        client = Client(sid, ws, self._max_queue)
+        self.clients[sid] = client
+        pump = asyncio.create_task(client.pump())
+        client.push(message("status", {"status": self.status_payload(), "sid": sid}))
+        if self.running_client == sid and self.last_executing:
+            client.push(self.last_executing)
+        first = True
+        try:
+            async for msg in ws:
+                if msg.type == WSMsgType.TEXT:
+                    self._on_client_text(client, msg.data, first)
+                    first = False
+                elif msg.type in (WSMsgType.ERROR, WSMsgType.CLOSE):
+                    break
+        finally:
+            client.closed = True
+            client.wakeup.set()
+            if self.clients.get(sid) is client:
+                del self.clients[sid]
+                self.log_subscribers.discard(sid)
+            pump.cancel()
+        return ws
+
+    def _on_client_text(self, client: Client, text: str, first: bool) -> None:
+        try:
+            msg = json.loads(text)
+        except ValueError:
+            return
+        if not isinstance(msg, dict):
+            return
+        if msg.get("type") == "feature_flags" and first:
+            data = msg.get("data") if isinstance(msg.get("data"), dict) else {}
+            client.supports_preview_metadata = bool(data.get("supports_preview_metadata"))
+            client.push(message("feature_flags", self._feature_flags()))
+
+    async def close_all(self) -> None:
+        for client in list(self.clients.values()):
+            client.closed = True
+            client.wakeup.set()
+            try:
+                await client.ws.close(code=1001, message=b"server shutdown")
+            except Exception:
+                pass
+
+    # --- sending -------------------------------------------------------------------------------
+    def status_payload(self, remaining: int | None = None) -> dict:
+        if remaining is None:
+            remaining = self._queue_remaining()
+        return {"exec_info": {"queue_remaining": remaining}}
+
+    def broadcast_status(self, remaining: int | None = None) -> None:
+        if self.clients:
+            self.send_to(None, message("status", {"status": self.status_payload(remaining)}))
+
+    def send_to(self, sid: str | None, frame: str | bytes) -> None:
+        """sid None = every socket (ComfyUI's send_sync with sid=None)."""
+        if sid is None:
+            for client in list(self.clients.values()):
+                client.push(frame)
+        else:
+            client = self.clients.get(sid)
+            if client is not None:
+                client.push(frame)
+
+    def send_json(self, type_: str, data: Any, sid: str | None) -> None:
+        self.send_to(sid, message(type_, data))
+
+    def publish(self, event: ev.Event, client_id: str | None) -> None:
+        """Route one engine event for a prompt owned by ``client_id`` (None: posted without one)."""
+        if isinstance(event, ev.CustomMessage):
+            self.send_json(event.event_type, event.payload, event.sid)
+            return
+        if not self.clients:
+            if isinstance(event, ev.Executing):
+                self.last_executing = None
+            return
+        if isinstance(event, ev.PreviewImage):
+            self._send_preview(event, client_id)
+            return
+        if isinstance(event, ev.ProgressText):
+            node = event.node_id.encode()
+            frame = struct.pack(">II", BINARY_TEXT, len(node)) + node + event.text.encode()
+            self.send_to(client_id, frame)
+            return
+        if client_id is None:
+            if event.client_only and not event.broadcast_without_client:
+                return
+            self.send_to(None, message(event.type, event.data()))
+            return
+        frame = message(event.type, event.data())
+        if isinstance(event, ev.Executing):
+            self.running_client = client_id
+            self.last_executing = frame if event.node is not None else None
+        self.send_to(client_id, frame)
+
+    def _send_preview(self, event: ev.PreviewImage, client_id: str | None) -> None:
+        targets = list(self.clients.values()) if client_id is None else [self.clients.get(client_id)]
+        plain = None
+        with_meta = None
+        for client in targets:
+            if client is None:
+                continue
+            if client.supports_preview_metadata:
+                if with_meta is None:
+                    meta = json.dumps(event.data()).encode()
+                    with_meta = (struct.pack(">II", BINARY_PREVIEW_IMAGE_WITH_METADATA, len(meta)) + meta
+                                 + event.image)
+                client.push(with_meta)
+            else:
+                if plain is None:
+                    plain = struct.pack(">II", BINARY_PREVIEW_IMAGE,
+                                        IMAGE_FORMAT_CODES.get(event.image_format, 1)) + event.image
+                client.push(plain)
