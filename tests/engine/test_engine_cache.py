@@ -5,7 +5,7 @@ import threading
 
 import pytest
 
-from enginekit import image_prompt, make_engine, run_prompt
+from tests.engine.enginekit import image_prompt, make_engine, run_prompt
 
 from hearth.engine import CachePolicy, Interrupt
 

@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from enginekit import NodeCrash, chain_prompt, make_engine, run_prompt
+from tests.engine.enginekit import NodeCrash, chain_prompt, make_engine, run_prompt
 
 from hearth.engine import DynamicPrompt, Interrupt
 from hearth.engine.events import ExecutionBlocked
@@ -354,8 +354,8 @@ def test_async_error():
 
 @pytest.mark.parametrize("kind, exception_type, message", [
     ("value", "ValueError", "boom\n"),
-    ("custom", "enginekit.CustomError", "custom boom\n"),
-    ("base", "enginekit.NodeCrash", "crashed hard\n"),
+    ("custom", "tests.engine.enginekit.CustomError", "custom boom\n"),
+    ("base", "tests.engine.enginekit.NodeCrash", "crashed hard\n"),
 ])
 def test_node_exceptions_become_execution_error(kind, exception_type, message):
     engine, _ = make_engine()

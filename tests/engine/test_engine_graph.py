@@ -4,7 +4,7 @@ from __future__ import annotations
 import asyncio
 import contextvars
 
-from enginekit import make_engine, run_prompt
+from tests.engine.enginekit import make_engine, run_prompt
 
 from hearth.engine import DynamicPrompt, ExecutionBlocker, GraphBuilder, is_link
 from hearth.engine.graph import add_graph_prefix, get_input_info

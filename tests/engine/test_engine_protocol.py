@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import json
 
-from enginekit import image_prompt, make_engine, run_prompt
+from tests.engine.enginekit import image_prompt, make_engine, run_prompt
 
 PID = "6f2d3916-7a27-4323-a269-7650d36acf68"
 IMG = {"images": [{"filename": "ComfyUI_temp_4242_00001_.png", "subfolder": "", "type": "temp"}]}

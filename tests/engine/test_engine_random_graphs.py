@@ -4,7 +4,7 @@ from __future__ import annotations
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from enginekit import make_engine, run_prompt
+from tests.engine.enginekit import make_engine, run_prompt
 
 
 @st.composite

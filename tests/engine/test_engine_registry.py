@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import json
 
-from enginekit import make_registry
+from tests.engine.enginekit import make_registry
 
 # From ComfyUI 0.3.64's /object_info (shared/reference), for the same class shapes.
 COMFY_EMPTY_IMAGE = {

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from enginekit import chain_prompt, image_prompt, make_engine
+from tests.engine.enginekit import chain_prompt, image_prompt, make_engine
 
 from hearth.engine import validate_node_input
 
