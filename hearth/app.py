@@ -67,6 +67,12 @@ class App:
         self.logs = LogBuffer()
         self.registry = NodeRegistry()
         self.custom_node_packs: list = []
+        self._object_info_cache: dict[str, str] = {}
+        self._object_info_signature: tuple | None = None
+        from aiohttp import web
+
+        # Routes custom nodes add (ComfyUI's PromptServer.instance.routes); mirrored under /api too.
+        self.custom_routes = web.RouteTableDef()
         self.node_context = node_context.NodeContext(config=config, folders=self.folders, registry=self.registry)
         self._load_nodes()
         cache = config.cache
@@ -89,8 +95,10 @@ class App:
         if cfg.disable_all_custom_nodes and not cfg.whitelist_custom_nodes:
             log.info("custom nodes disabled (--disable-all-custom-nodes)")
             return
+        from hearth.compat import install_compat
         from hearth.nodes.custom import load_custom_nodes
 
+        install_compat(self)
         whitelist = cfg.whitelist_custom_nodes if cfg.disable_all_custom_nodes else None
         with node_context.using(self.node_context):
             self.custom_node_packs = load_custom_nodes(self.folders.custom_nodes, self.registry, whitelist)
@@ -144,7 +152,27 @@ class App:
         return {"supports_preview_metadata": True, "max_upload_size": self.config.max_upload_size}
 
     def object_info_json(self) -> str:
-        return json.dumps(self.registry.object_info(), ensure_ascii=False)
+        """GET /object_info. Built-in nodes' entries only change with the files their lists show, so
+        their JSON is kept until a listed folder changes; custom nodes' entries are built every time
+        (their INPUT_TYPES may read anything)."""
+        signature = self.folders.listing_signature()
+        if signature != self._object_info_signature:
+            self._object_info_cache.clear()
+            self._object_info_signature = signature
+        parts = []
+        for name in self.registry.names():
+            text = self._object_info_cache.get(name)
+            if text is None:
+                entry = self.registry.entry(name)
+                try:
+                    text = json.dumps(name) + ": " + json.dumps(self.registry.node_info(name), ensure_ascii=False)
+                except Exception:  # one broken custom node must not break the UI's node list
+                    log.exception("object_info failed for node %s", name)
+                    continue
+                if entry is not None and not entry.python_module.startswith("custom_nodes"):
+                    self._object_info_cache[name] = text
+            parts.append(text)
+        return "{" + ", ".join(parts) + "}"
 
     def web_extensions(self) -> dict[str, "os.PathLike"]:
         """Custom node packs' WEB_DIRECTORY folders, served under /extensions/<pack>/."""

@@ -236,6 +236,27 @@ class Folders:
                 return path
         return None
 
+    def listing_signature(self) -> tuple:
+        """Modification times of every folder node lists are built from (model folders, input,
+        output): equal signatures mean every file list is unchanged, so cached lists stay valid."""
+        roots = [p for folder in self.model_folders.values() for p in folder.paths]
+        roots += [self.input, self.output]
+        sig = []
+        seen: set[tuple[int, int]] = set()
+        for root in roots:
+            for dirpath, dirnames, _ in os.walk(root, followlinks=True):
+                try:
+                    st = os.stat(dirpath)
+                except OSError:
+                    dirnames.clear()
+                    continue
+                if (st.st_dev, st.st_ino) in seen:
+                    dirnames.clear()
+                    continue
+                seen.add((st.st_dev, st.st_ino))
+                sig.append((dirpath, st.st_mtime_ns))
+        return tuple(sig)
+
     # --- input / output / temp -----------------------------------------------------------------
     def directory(self, kind: str) -> Path | None:
         return {"output": self.output, "input": self.input, "temp": self.temp}.get(kind)

@@ -5,9 +5,11 @@ Every API route is registered at its bare path and under ``/api`` (ComfyUI clien
 """
 from __future__ import annotations
 
+import errno
 import hmac
 import json
 import logging
+import re
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Awaitable, Callable
 from urllib.parse import urlsplit
@@ -57,9 +59,61 @@ async def read_json(request: web.Request, *, default: Any = ..., max_size: int |
             return default
         raise BadRequest("Request body is empty", type_="invalid_json")
     try:
-        return json.loads(raw)
+        value = json.loads(raw, parse_constant=_reject_constant)
     except (ValueError, UnicodeDecodeError) as exc:
-        raise BadRequest("Request body is not valid JSON", type_="invalid_json", details=str(exc)) from None
+        raise BadRequest("Request body is not valid JSON", type_="invalid_json", details=str(exc)[:300]) from None
+    except RecursionError:
+        raise BadRequest("Request body is not valid JSON", type_="invalid_json",
+                         details=f"nested deeper than {MAX_JSON_DEPTH} levels") from None
+    problem = json_problem(value, check_surrogates=_SURROGATE_ESCAPE.search(raw) is not None)
+    if problem:
+        raise BadRequest("Request body is not valid JSON", type_="invalid_json", details=problem)
+    return value
+
+
+# Deeper JSON than this is refused: everything downstream (validation, storage, json.dumps) recurses
+# per level, and no ComfyUI workflow comes close.
+MAX_JSON_DEPTH = 200
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
+
+
+def json_problem(value: Any, check_surrogates: bool = True) -> str:
+    """Why a parsed JSON value is unsafe to process ('' if it is fine): too deep, or a string holding a
+    lone UTF-16 surrogate (valid JSON text, but no UTF-8 encoding exists for it, so storing or
+    answering it would fail later)."""
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict):
+            if depth > MAX_JSON_DEPTH:
+                return f"nested deeper than {MAX_JSON_DEPTH} levels"
+            for key, child in item.items():
+                if check_surrogates and not _utf8_ok(key):
+                    return "a key holds an unpaired UTF-16 surrogate"
+                if isinstance(child, (dict, list)) or (check_surrogates and isinstance(child, str)):
+                    stack.append((child, depth + 1))
+        elif isinstance(item, list):
+            if depth > MAX_JSON_DEPTH:
+                return f"nested deeper than {MAX_JSON_DEPTH} levels"
+            for child in item:
+                if isinstance(child, (dict, list)) or (check_surrogates and isinstance(child, str)):
+                    stack.append((child, depth + 1))
+        elif isinstance(item, str) and not _utf8_ok(item):
+            return "a string holds an unpaired UTF-16 surrogate"
+    return ""
+
+
+def _reject_constant(name: str):
+    # NaN and ±Infinity are not JSON (browsers and most parsers refuse them); Python's parser takes them
+    raise ValueError(f"{name} is not a JSON value")
+
+
+def _utf8_ok(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def json_text(text: str, status: int = 200) -> web.Response:
@@ -124,6 +178,11 @@ def is_loopback_name(host: str) -> bool:
     return host in LOOPBACK_HOSTS or host.startswith("127.")
 
 
+# OS errors that only a client-chosen path causes (a name or path too long, a link loop, a file
+# used as a folder): answered 404, not 500.
+_CLIENT_PATH_ERRNOS = frozenset({errno.ENAMETOOLONG, errno.ELOOP, errno.ENOTDIR, errno.EINVAL})
+
+
 @web.middleware
 async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     try:
@@ -135,6 +194,12 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
                           exc.text or "")
     except web.HTTPException:
         raise
+    except OSError as exc:
+        if exc.errno not in _CLIENT_PATH_ERRNOS:
+            log.exception("unhandled error on %s %s", request.method, request.path)
+            return json_error(500, "server_error", "Internal server error", type(exc).__name__)
+        # a requested path the OS cannot even look up (aiohttp's static handlers raise these): no such file
+        return json_error(404, "not_found", "No such file", errno.errorcode.get(exc.errno or 0, ""))
     except Exception as exc:  # a bug in Hearth: log it, answer JSON, keep serving
         log.exception("unhandled error on %s %s", request.method, request.path)
         return json_error(500, "server_error", "Internal server error", type(exc).__name__)
@@ -207,6 +272,22 @@ async def cache_middleware(request: web.Request, handler: Handler) -> web.Stream
     return response
 
 
+def install_custom_routes(web_app: web.Application, app: "App") -> None:
+    """Routes custom node packs registered on PromptServer.instance.routes, at path and under /api."""
+    for route in app.custom_routes:
+        if isinstance(route, web.RouteDef):
+            for path in (route.path, "/api" + route.path):
+                try:
+                    web_app.router.add_route(route.method, path, route.handler, **route.kwargs)
+                except (RuntimeError, ValueError) as exc:
+                    log.error("custom route %s %s not added: %s", route.method, path, exc)
+        elif isinstance(route, web.StaticDef):
+            try:
+                web_app.router.add_static(route.prefix, route.path, follow_symlinks=False)
+            except (RuntimeError, ValueError) as exc:
+                log.error("custom static route %s not added: %s", route.prefix, exc)
+
+
 def create_web_app(app: "App") -> web.Application:
     from hearth.server.routes import ROUTE_MODULES
 
@@ -221,6 +302,7 @@ def create_web_app(app: "App") -> web.Application:
     for module in ROUTE_MODULES:
         module.add_routes(routes)
     routes.install(web_app)
+    install_custom_routes(web_app, app)
     from hearth.server.routes import frontend
 
     frontend.install_static(web_app, app)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import re
 import shutil
 from pathlib import Path
 
@@ -147,7 +148,8 @@ def test_first_and_second_visit(browser, fresh_server):
     ui_server = fresh_server
     first = Page(browser, ui_server, "first-visit").open()
     try:
-        first.page.get_by_text("Get Started with a Template").wait_for(timeout=20000)
+        # a first visit opens the template browser
+        first.page.locator(".p-dialog").filter(has_text=re.compile("Template")).first.wait_for(timeout=20000)
         first.shot("templates")
         assert first.server_failures() == []
         assert first.unexpected_errors() == []

@@ -624,3 +624,35 @@ def test_broken_custom_node_pack_does_not_stop_the_server(make_server, tmp_path)
     s = make_server(base=base)
     assert "HearthTestSleep" in s.get_json("/object_info")
     assert "boom at import" in s.log()
+
+
+def test_object_info_lists_files_dropped_in_without_restart(server):
+    def choices(node, inp):
+        return server.get_json(f"/object_info")[node]["input"]["required"][inp][0]
+
+    assert choices("LoadImage", "image") == []
+    from PIL import Image
+    Image.new("RGB", (4, 4)).save(server.base / "input" / "dropped.png")
+    assert choices("LoadImage", "image") == ["dropped.png"]
+    info = server.get_json("/object_info")
+    if "CheckpointLoaderSimple" in info:
+        sub = server.base / "models" / "checkpoints" / "nested"
+        sub.mkdir()
+        assert choices("CheckpointLoaderSimple", "ckpt_name") == []
+        (sub / "new.safetensors").write_bytes(b"x")
+        assert choices("CheckpointLoaderSimple", "ckpt_name") == ["nested/new.safetensors"]
+
+
+def test_global_subgraphs_from_custom_node_packs(make_server, tmp_path):
+    base = tmp_path / "sg"
+    pack = base / "custom_nodes" / "blueprint_pack"
+    (pack / "subgraphs").mkdir(parents=True)
+    (pack / "__init__.py").write_text("NODE_CLASS_MAPPINGS = {}\n")
+    (pack / "subgraphs" / "upscale_twice.json").write_text('{"nodes": [], "links": []}')
+    s = make_server(base=base)
+    listing = s.get_json("/api/global_subgraphs")
+    [(key, entry)] = listing.items()
+    assert entry["name"] == "upscale_twice" and entry["info"] == {"node_pack": "blueprint_pack"}
+    detail = s.get_json(f"/global_subgraphs/{key}")
+    assert detail["data"] == '{"nodes": [], "links": []}'
+    assert s.request("GET", "/api/global_subgraphs/nope")[0] == 404
