@@ -61,6 +61,7 @@ class App:
         self.config = config
         self.folders = Folders.from_config(config)
         self.folders.create()
+        self.folders.clear_temp()
         self.api_token: str | None = None
         if not config.loopback_only:
             self.api_token = config.api_token or secrets.token_urlsafe(24)
@@ -81,6 +82,8 @@ class App:
         self.store: Store = open_store(config.database_url, self.folders.user, config.history_max_items)
         self.store.recover()
         self.loop: asyncio.AbstractEventLoop | None = None
+        self._outbox: deque = deque()
+        self._drain_scheduled = False
         from hearth.server.ws import Hub  # the hub needs aiohttp; imported here to keep App's import light
 
         self.hub = Hub(queue_remaining=self.queue_remaining, feature_flags=self.feature_flags)
@@ -118,27 +121,43 @@ class App:
         self.store.close()
 
     # --- thread hops -------------------------------------------------------------------------------
-    def _publish_threadsafe(self, event: ev.Event, client_id: str | None) -> None:
+    def _to_loop(self, fn, *args) -> None:
+        """Run fn(*args) on the HTTP loop, in call order. Calls are batched: one loop wake-up drains
+        everything the worker queued meanwhile (a prompt emits a dozen events in a few hundred µs)."""
         loop = self.loop
-        if loop is not None and not loop.is_closed():
-            loop.call_soon_threadsafe(self.hub.publish, event, client_id)
+        if loop is None or loop.is_closed():
+            return
+        self._outbox.append((fn, args))
+        if not self._drain_scheduled:
+            self._drain_scheduled = True
+            try:
+                loop.call_soon_threadsafe(self._drain_outbox)
+            except RuntimeError:  # the loop closed meanwhile
+                pass
+
+    def _drain_outbox(self) -> None:
+        self._drain_scheduled = False  # before draining: anything appended from now on schedules again
+        outbox = self._outbox
+        while outbox:
+            fn, args = outbox.popleft()
+            try:
+                fn(*args)
+            except Exception:
+                log.exception("delivering %s failed", getattr(fn, "__name__", fn))
+
+    def _publish_threadsafe(self, event: ev.Event, client_id: str | None) -> None:
+        self._to_loop(self.hub.publish, event, client_id)
 
     def _queue_changed_threadsafe(self) -> None:
         # The count is taken now, on the worker thread: by the time the loop sends it the queue may
         # have moved on, and each status message must describe the change that caused it.
-        remaining = self.queue_remaining()
-        loop = self.loop
-        if loop is not None and not loop.is_closed():
-            loop.call_soon_threadsafe(self.hub.broadcast_status, remaining)
+        self._to_loop(self.hub.broadcast_status, self.queue_remaining())
 
     def _log_entry_threadsafe(self, entry: dict) -> None:
         loop = self.loop
         if loop is None or loop.is_closed() or not self.hub.log_subscribers:
             return
-        try:
-            loop.call_soon_threadsafe(self._send_log_entry, entry)
-        except RuntimeError:
-            pass
+        self._to_loop(self._send_log_entry, entry)
 
     def _send_log_entry(self, entry: dict) -> None:
         for sid in list(self.hub.log_subscribers):

@@ -134,6 +134,20 @@ class Folders:
             folders.load_extra_paths(Path(yaml_path))
         return folders
 
+    def clear_temp(self) -> None:
+        """Empty temp/ (previews of the last run), as ComfyUI does at start-up."""
+        import shutil
+
+        if self.temp.is_dir():
+            for entry in self.temp.iterdir():
+                try:
+                    if entry.is_dir() and not entry.is_symlink():
+                        shutil.rmtree(entry)
+                    else:
+                        entry.unlink()
+                except OSError as exc:
+                    log.warning("could not remove %s from the temp folder: %s", entry, exc)
+
     def create(self) -> None:
         """Create the folders a fresh install needs (ComfyUI crashes on a missing custom_nodes/; we don't)."""
         for d in (self.input, self.output, self.temp, self.user, self.custom_nodes[0]):
@@ -350,13 +364,16 @@ def save_image_path(prefix: str, output_dir: Path | str, width: int = 0, height:
     if len(filename.encode()) > 200:
         raise SaveOutsideFolder("filename_prefix is too long")
     counter = 1
+    head = filename + "_"
     try:
         pattern = re.compile(re.escape(filename) + r"_(\d+)_?")
-        for name in os.listdir(full_folder):
-            m = pattern.match(name)
-            if m:
-                counter = max(counter, int(m.group(1)) + 1)
-    except FileNotFoundError:
+        with os.scandir(full_folder) as entries:
+            for entry in entries:
+                if entry.name.startswith(head):  # cheap test first: folders fill up with other prefixes
+                    m = pattern.match(entry.name)
+                    if m:
+                        counter = max(counter, int(m.group(1)) + 1)
+    except (FileNotFoundError, NotADirectoryError):
         pass
     rel_sub = os.path.relpath(full_folder, output_real)
     return full_folder, filename, counter, "" if rel_sub == "." else rel_sub.replace(os.sep, "/"), prefix

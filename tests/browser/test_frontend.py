@@ -328,3 +328,45 @@ def test_settings_survive_a_reload(browser, ui_server):
         assert stored["Comfy.Sidebar.Location"] == "right"
     finally:
         p.close()
+
+
+def test_checkpoint_txt2img_shows_progress_and_image(browser, ui_server):
+    if "CheckpointLoaderSimple" not in ui_server.get_json("/object_info"):
+        pytest.skip("the SD runtime's nodes are not registered")
+    torch = pytest.importorskip("torch")
+    from safetensors.torch import save_file
+
+    from tests.runtime import tiny
+
+    save_file(tiny.sd15_checkpoint(), str(ui_server.base / "models" / "checkpoints" / "tiny_sd15.safetensors"))
+    del torch
+    workflow = {
+        "4": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": "tiny_sd15.safetensors"}},
+        "6": {"class_type": "CLIPTextEncode", "inputs": {"text": "a glass bottle", "clip": ["4", 1]}},
+        "7": {"class_type": "CLIPTextEncode", "inputs": {"text": "watermark", "clip": ["4", 1]}},
+        "5": {"class_type": "EmptyLatentImage", "inputs": {"width": 64, "height": 64, "batch_size": 1}},
+        "3": {"class_type": "KSampler", "inputs": {"seed": 42, "steps": 4, "cfg": 6.0, "sampler_name": "euler",
+                                                   "scheduler": "normal", "denoise": 1.0, "model": ["4", 0],
+                                                   "positive": ["6", 0], "negative": ["7", 0],
+                                                   "latent_image": ["5", 0]}},
+        "8": {"class_type": "VAEDecode", "inputs": {"samples": ["3", 0], "vae": ["4", 2]}},
+        "9": {"class_type": "SaveImage", "inputs": {"images": ["8", 0], "filename_prefix": "ui_txt2img"}},
+    }
+    p = Page(browser, ui_server, "txt2img").open(wait_nodes=True)
+    try:
+        p.close_dialogs()
+        p.page.evaluate("""() => { window.__progress = [];
+            window.comfyAPI.api.api.addEventListener('progress', e => window.__progress.push(e.detail)); }""")
+        with p.page.expect_response(lambda r: "/api/view" in r.url and "ui_txt2img" in r.url,
+                                    timeout=180000) as view:
+            response = p.run_api_workflow(workflow, "txt2img.json")
+            assert response.status == 200, response.text()
+        assert view.value.status == 200
+        progress = p.page.evaluate("window.__progress")
+        assert [e["value"] for e in progress if e["node"] == "3"][-1] == 4
+        assert all(e["max"] == 4 for e in progress if e["node"] == "3")
+        p.page.wait_for_timeout(500)
+        p.shot("result")
+        assert p.server_failures() == []
+    finally:
+        p.close()

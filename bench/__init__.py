@@ -1,0 +1,1 @@
+"""Benchmarks for Hearth (run as scripts; see bench/README.md)."""
