@@ -75,6 +75,10 @@ class App:
         # Routes custom nodes add (ComfyUI's PromptServer.instance.routes); mirrored under /api too.
         self.custom_routes = web.RouteTableDef()
         self.node_context = node_context.NodeContext(config=config, folders=self.folders, registry=self.registry)
+        from hearth.server.ws import Hub
+
+        # Before the nodes load: packs may send messages while importing.
+        self.hub = Hub(queue_remaining=self.queue_remaining, feature_flags=self.feature_flags)
         self._load_nodes()
         cache = config.cache
         self.engine = Engine(self.registry, CachePolicy(kind=cache.kind, lru_size=cache.lru_size,
@@ -84,9 +88,6 @@ class App:
         self.loop: asyncio.AbstractEventLoop | None = None
         self._outbox: deque = deque()
         self._drain_scheduled = False
-        from hearth.server.ws import Hub  # the hub needs aiohttp; imported here to keep App's import light
-
-        self.hub = Hub(queue_remaining=self.queue_remaining, feature_flags=self.feature_flags)
         self.worker = Worker(self.store, self.engine, self._publish_threadsafe, self._queue_changed_threadsafe,
                              self.node_context)
 
@@ -165,6 +166,8 @@ class App:
 
     # --- queue facts ------------------------------------------------------------------------------
     def queue_remaining(self) -> int:
+        if not hasattr(self, "worker"):  # still starting: custom node packs are importing
+            return 0
         return self.store.pending_count + (1 if self.worker.current is not None else 0)
 
     def feature_flags(self) -> dict:

@@ -65,6 +65,8 @@ def check_name(part: str, *, allow_slash: bool = True) -> str:
         raise PathError("file name names a drive")
     if part.startswith("/"):
         raise PathError("file name is absolute")
+    if part == "~" or re.match(r"~[^/]*/", part):
+        raise PathError("file name starts with a home-directory reference")
     if any(ord(c) < 32 or ord(c) == 127 for c in part):
         raise PathError("file name contains a control character")
     if len(part) > 4096:
@@ -242,10 +244,13 @@ class Folders:
             check_name(filename)
         except PathError:
             return None
-        # Links inside model folders were put there by whoever runs the server (models on another
-        # disk are common), so they are followed; the name itself can never climb out (check_name).
+        # Links that leave a model folder are not followed (models on another disk are added with
+        # --extra-model-paths-config), so no name can reach a file outside the configured folders.
         for root in folder.paths:
-            path = Path(root) / filename
+            try:
+                path = safe_join(root, filename)
+            except PathError:
+                continue
             if path.is_file() or (path.is_dir() and "folder" in folder.extensions):
                 return path
         return None
@@ -297,13 +302,15 @@ def _walk_files(root: Path, extensions: Iterable[str]) -> list[str]:
         return []
     out: list[str] = []
     seen: set[tuple[int, int]] = set()
+    root_real = os.path.realpath(root)
     for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
         try:
             st = os.stat(dirpath)
         except OSError:
             dirnames.clear()
             continue
-        if (st.st_dev, st.st_ino) in seen:  # a link loop: been here already
+        # a link loop (been here already) or a link leaving the folder: list only what full_path loads
+        if (st.st_dev, st.st_ino) in seen or not is_inside(root_real, dirpath):
             dirnames.clear()
             continue
         seen.add((st.st_dev, st.st_ino))
@@ -312,11 +319,14 @@ def _walk_files(root: Path, extensions: Iterable[str]) -> list[str]:
         if "folder" in exts:
             # diffusers-style entries are folders themselves
             for d in dirnames:
-                out.append(d if rel_dir == "." else f"{rel_dir}/{d}".replace(os.sep, "/"))
+                if is_inside(root_real, os.path.join(dirpath, d)):
+                    out.append(d if rel_dir == "." else f"{rel_dir}/{d}".replace(os.sep, "/"))
             dirnames.clear()
             continue
         for f in filenames:
-            if not f.startswith(".") and _extension_matches(f, exts):
+            if f.startswith(".") or not is_inside(root_real, os.path.join(dirpath, f)):
+                continue
+            if _extension_matches(f, exts):
                 rel = f if rel_dir == "." else os.path.join(rel_dir, f)
                 out.append(rel.replace(os.sep, "/"))
     return out

@@ -53,6 +53,12 @@ class NodeRegistry:
         """One node's /object_info entry, with ComfyUI's keys."""
         entry = self._nodes[class_type]
         cls = entry.cls
+        v1_info = getattr(cls, "GET_NODE_INFO_V1", None)
+        if callable(v1_info):
+            # V3 nodes (comfy_api io.ComfyNode, adapted by hearth.compat.v3) describe themselves, as in ComfyUI.
+            info = dict(v1_info())
+            info["python_module"] = entry.python_module
+            return info
         input_types = cls.INPUT_TYPES()
         outputs = list(getattr(cls, "RETURN_TYPES", ()))
         info: dict[str, Any] = {

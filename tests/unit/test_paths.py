@@ -39,7 +39,7 @@ def test_check_name_accepts(name):
     "a\\b", "..\\x", "\\\\server\\share",
     "C:", "c:x.png", "C:\\x", "Z:/x",
     "a\x00b", "\x00",
-    "a\nb", "x\r\nSet-Cookie: y",
+    "a\nb", "x\r\nSet-Cookie: y", "~", "~/x", "~root/x",
     "x" * 256, "é" * 128,  # 256 UTF-8 bytes in one piece
     "/".join(["d" * 200] * 21),  # more than 4096 characters
 ])
@@ -401,8 +401,8 @@ def test_full_path_never_leaves_the_folder(tmp_path):
     os.symlink(tmp_path / "outside.safetensors", ckpt / "link.safetensors")
     (ckpt / "real.safetensors").write_bytes(b"x")
     assert f.full_path("checkpoints", "real.safetensors") is not None
-    assert f.full_path("checkpoints", "link.safetensors") == ckpt / "link.safetensors"  # owner-placed links are followed
-    for name in ("../../outside.safetensors", "/etc/passwd", "..\\x", "C:x", "a\x00",
+    assert "link.safetensors" not in f.filenames("checkpoints")  # only what full_path would load is listed
+    for name in ("../../outside.safetensors", "/etc/passwd", "link.safetensors", "..\\x", "C:x", "a\x00",
                  "missing.safetensors", "", "."):
         assert f.full_path("checkpoints", name) is None, name
     assert f.full_path("nope", "real.safetensors") is None

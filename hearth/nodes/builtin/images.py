@@ -36,14 +36,17 @@ class ImageScale:
     CATEGORY = "image/upscaling"
     RETURN_TYPES = ("IMAGE",)
     FUNCTION = "upscale"
+    # Custom node packs read these class attributes of ComfyUI's built-in class.
+    upscale_methods = list(UPSCALE_METHODS)
+    crop_methods = ["disabled", "center"]
 
     @classmethod
     def INPUT_TYPES(cls):
         return {"required": {"image": ("IMAGE",),
-                             "upscale_method": (list(UPSCALE_METHODS),),
+                             "upscale_method": (list(cls.upscale_methods),),
                              "width": ("INT", {"default": 512, "min": 0, "max": MAX_RESOLUTION, "step": 1}),
                              "height": ("INT", {"default": 512, "min": 0, "max": MAX_RESOLUTION, "step": 1}),
-                             "crop": (["disabled", "center"],)}}
+                             "crop": (list(cls.crop_methods),)}}
 
     def upscale(self, image, upscale_method, width, height, crop):
         if width == 0 and height == 0:
@@ -60,11 +63,12 @@ class ImageScaleBy:
     CATEGORY = "image/upscaling"
     RETURN_TYPES = ("IMAGE",)
     FUNCTION = "upscale"
+    upscale_methods = list(UPSCALE_METHODS)
 
     @classmethod
     def INPUT_TYPES(cls):
         return {"required": {"image": ("IMAGE",),
-                             "upscale_method": (list(UPSCALE_METHODS),),
+                             "upscale_method": (list(cls.upscale_methods),),
                              "scale_by": ("FLOAT", {"default": 1.0, "min": 0.01, "max": 8.0, "step": 0.01})}}
 
     def upscale(self, image, upscale_method, scale_by):

@@ -7,6 +7,7 @@ import sys
 
 from aiohttp import web
 
+from hearth.server import openapi
 from hearth.server.http import BadRequest, Routes, hearth, json_text, read_json
 
 _MAX_PAGE = 1_000_000
@@ -33,8 +34,24 @@ async def get_prompt(request: web.Request) -> web.Response:
 async def post_prompt(request: web.Request) -> web.Response:
     app = hearth(request)
     body = await read_json(request)
+    if app.custom_node_packs:  # packs may rewrite prompts (PromptServer.add_on_prompt_handler)
+        from hearth.compat import trigger_on_prompt
+
+        body = trigger_on_prompt(app, body)
+    number = body.get("number") if isinstance(body, dict) else None
+    if isinstance(number, int) and not isinstance(number, bool) and not _fits_float(number):
+        # App.submit's float(number) would raise OverflowError (a 500) for an int past ~1.8e308
+        raise BadRequest("number must be finite", type_="invalid_prompt", details=str(number)[:100])
     result = app.submit(body)
     return web.json_response(result.body, status=result.status)
+
+
+def _fits_float(value: int) -> bool:
+    try:
+        float(value)
+    except OverflowError:
+        return False
+    return True
 
 
 async def get_queue(request: web.Request) -> web.Response:
@@ -164,6 +181,7 @@ def add_routes(routes: Routes) -> None:
     routes.add("GET", "/features", get_features)
     routes.add("GET", "/embeddings", get_embeddings)
     routes.add("GET", "/extensions", get_extensions)
+    routes.add("GET", "/openapi.json", openapi.serve)  # Hearth's own OpenAPI document
 
 
 def python_facts() -> dict:

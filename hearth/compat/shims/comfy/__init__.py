@@ -1,0 +1,17 @@
+"""ComfyUI's ``comfy`` package, as far as Hearth provides it: utils, model_management, samplers,
+sample, sd, cli_args, comfy_types, model_patcher. ``comfy.<name>`` imports the submodule on first
+access (``import comfy`` then ``comfy.utils.…`` works); anything else is a ComfyUI internal that
+Hearth does not offer, and the error says so."""
+import importlib as _importlib
+import os as _os
+
+_HERE = _os.path.dirname(__file__)
+
+
+def __getattr__(name):
+    if not name.startswith("__") and (
+            _os.path.isfile(_os.path.join(_HERE, name + ".py")) or
+            _os.path.isfile(_os.path.join(_HERE, name, "__init__.py"))):
+        return _importlib.import_module(f"comfy.{name}")
+    raise AttributeError(f"module 'comfy' has no attribute {name!r} "
+                         "(a ComfyUI internal that Hearth's compatibility layer does not provide)")

@@ -1,0 +1,82 @@
+"""ComfyUI's ``comfy.samplers``: the sampler and scheduler names Hearth offers (lists packs put in
+their INPUT_TYPES, read without importing torch) and ``KSampler`` over Hearth's sampling
+(``hearth.sampling.ksampler``)."""
+from __future__ import annotations
+
+from hearth.compat.shims_support import module_getattr, not_provided, not_provided_class
+from hearth.nodes.builtin.sd import KSAMPLER_NAMES, SAMPLER_NAMES, SCHEDULER_NAMES  # torch-free lists
+
+KSAMPLER_NAMES = list(KSAMPLER_NAMES)
+SAMPLER_NAMES = list(SAMPLER_NAMES)
+SCHEDULER_NAMES = list(SCHEDULER_NAMES)
+
+
+def calculate_sigmas(model_sampling, scheduler_name: str, steps: int):
+    from hearth.sampling.schedules import calculate_sigmas as hearth_calculate_sigmas
+
+    return hearth_calculate_sigmas(model_sampling, scheduler_name, steps)
+
+
+class KSampler:
+    """ComfyUI's KSampler object: sigmas for (steps, scheduler, denoise), then ``sample``."""
+
+    SCHEDULERS = SCHEDULER_NAMES
+    SAMPLERS = SAMPLER_NAMES
+    DISCARD_PENULTIMATE_SIGMA_SAMPLERS = {"dpm_2", "dpm_2_ancestral", "uni_pc", "uni_pc_bh2"}
+
+    def __init__(self, model, steps: int, device=None, sampler=None, scheduler=None, denoise=None,
+                 model_options=None):
+        if sampler not in SAMPLER_NAMES:
+            sampler = SAMPLER_NAMES[0]
+        if scheduler not in SCHEDULER_NAMES:
+            scheduler = SCHEDULER_NAMES[0]
+        self.model = model
+        self.device = device
+        self.sampler = sampler
+        self.scheduler = scheduler
+        self.model_options = dict(model_options or {})
+        self.set_steps(steps, denoise)
+
+    def calculate_sigmas(self, steps: int):
+        from hearth.sampling.ksampler import calculate_sigmas as hearth_calculate_sigmas
+
+        return hearth_calculate_sigmas(self.model.model_sampling, self.sampler, self.scheduler, steps, 1.0)
+
+    def set_steps(self, steps: int, denoise=None) -> None:
+        from hearth.sampling.ksampler import calculate_sigmas as hearth_calculate_sigmas
+
+        self.steps = steps
+        self.sigmas = hearth_calculate_sigmas(self.model.model_sampling, self.sampler, self.scheduler, steps,
+                                              1.0 if denoise is None else denoise)
+
+    def sample(self, noise, positive, negative, cfg, latent_image=None, start_step=None, last_step=None,
+               force_full_denoise=False, denoise_mask=None, sigmas=None, callback=None, disable_pbar=False,
+               seed=None):
+        from hearth.sampling.ksampler import sample_with_sigmas
+
+        if sigmas is None:
+            sigmas = self.sigmas
+        if last_step is not None and last_step < len(sigmas) - 1:
+            sigmas = sigmas[:last_step + 1].clone()
+            if force_full_denoise:
+                sigmas[-1] = 0
+        if start_step is not None:
+            if start_step < len(sigmas) - 1:
+                sigmas = sigmas[start_step:]
+            else:
+                return latent_image
+        return sample_with_sigmas(self.model, noise, positive, negative, cfg, self.sampler, sigmas, latent_image,
+                                  noise_mask=denoise_mask, callback=callback, seed=seed,
+                                  model_options=self.model_options)
+
+
+sampler_object = not_provided("comfy.samplers.sampler_object", "Hearth's samplers are plain functions; "
+                              "custom SAMPLER objects are not supported yet")
+ksampler = not_provided("comfy.samplers.ksampler", "custom SAMPLER objects are not supported yet")
+sample = not_provided("comfy.samplers.sample", "use comfy.sample.sample")
+CFGGuider = not_provided_class("comfy.samplers.CFGGuider", "custom guiders are not supported yet")
+KSAMPLER = not_provided_class("comfy.samplers.KSAMPLER", "custom SAMPLER objects are not supported yet")
+
+Sampler = not_provided_class("comfy.samplers.Sampler", "custom SAMPLER objects are not supported yet")
+
+__getattr__ = module_getattr("comfy.samplers")

@@ -1,0 +1,1 @@
+"""ComfyUI's ``comfy_execution``: graph vocabulary from Hearth's engine."""

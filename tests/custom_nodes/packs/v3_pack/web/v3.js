@@ -1,0 +1,1 @@
+export const V3 = "v3_pack web folder from pyproject";
