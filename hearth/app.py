@@ -75,6 +75,9 @@ class App:
         # Routes custom nodes add (ComfyUI's PromptServer.instance.routes); mirrored under /api too.
         self.custom_routes = web.RouteTableDef()
         self.node_context = node_context.NodeContext(config=config, folders=self.folders, registry=self.registry)
+        from hearth.runtime.memory import ModelManager  # no torch import until a model loads
+
+        self.node_context.services["model_manager"] = ModelManager(config)
         from hearth.server.ws import Hub
 
         # Before the nodes load: packs may send messages while importing.

@@ -1,0 +1,139 @@
+"""Reading weight files safely.
+
+``.safetensors`` files are opened memory-mapped and read lazily, one tensor at a time, so loading a
+checkpoint never holds two copies of it. Pickle-based files (``.ckpt .pt .pth .bin``) are read only through
+``torch.load(weights_only=True)``: a file that needs arbitrary unpickling (a class, a function, a
+``__reduce__`` payload) is refused with ``UnsafeFileError`` naming the file, and nothing in it runs.
+"""
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+SAFETENSORS_SUFFIXES = (".safetensors", ".sft")
+
+
+class WeightFileError(ValueError):
+    """A weight file that cannot be read (missing, corrupt, or of an unknown kind)."""
+
+
+class UnsafeFileError(WeightFileError):
+    """A pickle file that would need arbitrary code to load; it was not loaded."""
+
+
+class LazyStateDict(Mapping):
+    """A read-only ``{name: tensor}`` view of a safetensors file; tensors are read on access.
+
+    Entries can be overlaid or removed without touching the file (``set``/``drop``), which lets a
+    loader hand out prefixed sub-views without copying.
+    """
+
+    def __init__(self, path: str | os.PathLike, handle: Any | None = None, keys: list[str] | None = None,
+                 prefix: str = "") -> None:
+        from safetensors import safe_open
+
+        self.path = str(path)
+        self._handle = handle if handle is not None else safe_open(self.path, framework="pt", device="cpu")
+        self._prefix = prefix
+        all_keys = keys if keys is not None else list(self._handle.keys())
+        self._keys = [k[len(prefix):] for k in all_keys if k.startswith(prefix)]
+        self._key_set = set(self._keys)
+
+    def __getitem__(self, key: str):
+        if key not in self._key_set:
+            raise KeyError(key)
+        return self._handle.get_tensor(self._prefix + key)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._keys)
+
+    def __len__(self) -> int:
+        return len(self._keys)
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._key_set
+
+    def shape(self, key: str) -> tuple[int, ...]:
+        return tuple(self._handle.get_slice(self._prefix + key).get_shape())
+
+    def metadata(self) -> dict[str, str]:
+        return dict(self._handle.metadata() or {})
+
+
+def tensor_shape(sd: Mapping, key: str) -> tuple[int, ...]:
+    """The shape of ``sd[key]`` without reading the tensor when the mapping is lazy."""
+    if isinstance(sd, LazyStateDict):
+        return sd.shape(key)
+    return tuple(sd[key].shape)
+
+
+def load_state_dict(path: str | os.PathLike) -> Mapping[str, Any]:
+    """Open a weight file as a mapping of tensor names to tensors (lazy for safetensors)."""
+    path = Path(path)
+    name = path.name
+    if not path.is_file():
+        raise WeightFileError(f"weight file not found: {name}")
+    if path.suffix.lower() in SAFETENSORS_SUFFIXES:
+        try:
+            return LazyStateDict(path)
+        except Exception as exc:  # safetensors raises its own error types
+            raise WeightFileError(f"{name} is not a valid safetensors file: {exc}") from exc
+    return _load_pickle(path)
+
+
+def _load_pickle(path: Path) -> dict[str, Any]:
+    import pickle
+
+    import torch
+
+    name = path.name
+    try:
+        data = torch.load(str(path), map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        raise UnsafeFileError(
+            f"refusing to load {name}: it is a pickle that needs arbitrary code to unpickle, which could run "
+            f"anything on this machine. Convert it to .safetensors with a tool you trust. ({_first_line(exc)})"
+        ) from None
+    except (RuntimeError, EOFError, ValueError, OSError) as exc:
+        raise WeightFileError(f"cannot read {name}: {_first_line(exc)}") from None
+    if isinstance(data, dict):
+        for nested in ("state_dict", "module"):
+            inner = data.get(nested)
+            if isinstance(inner, dict) and inner and all(isinstance(k, str) for k in inner):
+                data = inner
+                break
+        return {k: v for k, v in data.items() if isinstance(k, str)}
+    raise WeightFileError(f"{name} does not contain a dictionary of tensors")
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__
+
+
+def load_any(path: str | os.PathLike) -> Any:
+    """Like ``load_state_dict`` but returns whatever a weights-only pickle holds (lists for some embeddings)."""
+    path = Path(path)
+    if path.suffix.lower() in SAFETENSORS_SUFFIXES:
+        return load_state_dict(path)
+    import pickle
+
+    import torch
+
+    try:
+        return torch.load(str(path), map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        raise UnsafeFileError(f"refusing to load {path.name}: it needs arbitrary unpickling "
+                              f"({_first_line(exc)})") from None
+    except (RuntimeError, EOFError, ValueError, OSError) as exc:
+        raise WeightFileError(f"cannot read {path.name}: {_first_line(exc)}") from None
+
+
+def materialize(sd: Mapping[str, Any], keys: list[str] | None = None, rename=None) -> dict[str, Any]:
+    """Read tensors out of a (possibly lazy) mapping into a plain dict, optionally renaming keys."""
+    out: dict[str, Any] = {}
+    for k in (keys if keys is not None else list(sd.keys())):
+        out[rename(k) if rename else k] = sd[k]
+    return out
