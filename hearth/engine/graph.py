@@ -220,8 +220,16 @@ class DynamicPrompt:
         return self.ephemeral_parents.get(node_id)
 
     def get_display_node_id(self, node_id: str) -> str:
-        while node_id in self.ephemeral_display:
-            node_id = self.ephemeral_display[node_id]
+        display = self.ephemeral_display
+        if node_id not in display:
+            return node_id
+        # override_display_id comes from node code: one naming its own node, or two naming each
+        # other, must not hang the worker (ComfyUI's loop never ends there). Stop at the repeat.
+        seen = {node_id}
+        node_id = display[node_id]
+        while node_id in display and node_id not in seen:
+            seen.add(node_id)
+            node_id = display[node_id]
         return node_id
 
     def all_node_ids(self) -> set[str]:

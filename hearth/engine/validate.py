@@ -178,6 +178,9 @@ class Validator:
         self.checks: dict[str, _Check] = {}
         self.valid: dict[str, bool] = {}
         self._argspecs: dict[type, tuple[list[str], bool] | None] = {}
+        # class_type -> its RETURN_TYPES (link checks) / its class (None: unknown), looked up once.
+        self._return_types: dict[str, tuple] = {}
+        self._class_of: dict[Any, type | None] = {}
         # Upstream links found so far by a node check, kept if the node's own code raises midway.
         self._partial_upstream: dict[str, list[str]] = {}
 
@@ -197,7 +200,7 @@ class Validator:
                     "invalid_prompt", "Cannot execute because a node is missing the class_type property.",
                     f"Node ID '#{node_id}'"))
             class_type = node["class_type"]
-            cls = self.classes.class_of(class_type)
+            cls = self._class(class_type)
             if cls is None:
                 return ValidationResult(False, _error(
                     "invalid_prompt", f"Cannot execute because node {class_type} does not exist.",
@@ -252,9 +255,15 @@ class Validator:
         """Validate an output and everything it links to; iterative DFS with cycle detection."""
         if output_id in self.valid:
             return self.valid[output_id]
+        self._ensure_check(output_id, None)
+        check = self.checks[output_id]
+        valid = self.valid
+        if all(up in valid for up in check.upstream):
+            # Everything it links to was validated already (a fan-out's outputs): no walk needed.
+            ok = valid[output_id] = not check.errors and all(valid[up] for up in check.upstream)
+            return ok
         on_path: dict[str, int] = {}  # node -> position in stack (grey nodes)
         in_cycle: set[str] = set()
-        self._ensure_check(output_id, None)
         stack: list[list[Any]] = [[output_id, 0]]
         on_path[output_id] = 0
         while stack:
@@ -314,6 +323,15 @@ class Validator:
         finally:
             self._partial_upstream.pop(node_id, None)
 
+    def _class(self, class_type: Any) -> type | None:
+        try:
+            return self._class_of[class_type]
+        except KeyError:
+            cls = self._class_of[class_type] = self.classes.class_of(class_type)
+            return cls
+        except TypeError:  # unhashable class_type
+            return None
+
     def _link_origin(self, parent_id: str, node_id: str) -> tuple[str | None, Any, Any]:
         inputs = self.prompt[parent_id].get("inputs") or {}
         for name, value in inputs.items():
@@ -357,28 +375,29 @@ class Validator:
         info = self.classes.get(node["class_type"])
         validate_fn = self._validate_function(info.cls)
         vf_args, vf_kwargs = validate_fn if validate_fn is not None else ((), False)
+        check_link_types = "input_types" not in vf_args
         received_types: dict[str, Any] = {}
+        specs = info.inputs
 
         for name in info.declared:
-            input_type, category, options = info.inputs[name]
+            input_type, category, options = specs[name]
             if name not in inputs:
                 if category == "required":
                     errors.append(_error("required_input_missing", "Required input is missing", name,
                                          {"input_name": name}))
                 continue
             value = inputs[name]
-            config = [input_type, options]
             if isinstance(value, list):
-                source = self._check_link(name, value, config, errors)
+                source = self._check_link(name, value, (input_type, options), errors)
                 if source is None:
                     continue
                 source_id, received_type = source
                 received_types[name] = received_type
-                if "input_types" not in vf_args and not validate_node_input(received_type, input_type):
+                if check_link_types and not validate_node_input(received_type, input_type):
                     errors.append(_error(
                         "return_type_mismatch", "Return type mismatch between linked nodes",
                         f"{name}, received_type({received_type}) mismatch input_type({input_type})",
-                        {"input_name": name, "input_config": config, "received_type": received_type,
+                        {"input_name": name, "input_config": [input_type, options], "received_type": received_type,
                          "linked_node": value}))
                     continue
                 upstream.append(source_id)
@@ -394,55 +413,62 @@ class Validator:
                 errors.append(_error(
                     "invalid_input_type", f"Failed to convert an input value to a {input_type} value",
                     f"{name}, {value}, {ex}",
-                    {"input_name": name, "input_config": config, "received_value": value,
+                    {"input_name": name, "input_config": [input_type, options], "received_value": value,
                      "exception_message": str(ex)}))
                 continue
 
             # VALIDATE_INPUTS takes over the built-in checks of the inputs it names.
-            if name in vf_args or vf_kwargs:
+            if vf_kwargs or name in vf_args:
                 continue
             if "min" in options and value < options["min"]:
                 errors.append(_error("value_smaller_than_min",
                                      "Value {} smaller than min of {}".format(value, options["min"]), name,
-                                     {"input_name": name, "input_config": config, "received_value": value}))
+                                     {"input_name": name, "input_config": [input_type, options],
+                                      "received_value": value}))
                 continue
             if "max" in options and value > options["max"]:
                 errors.append(_error("value_bigger_than_max",
                                      "Value {} bigger than max of {}".format(value, options["max"]), name,
-                                     {"input_name": name, "input_config": config, "received_value": value}))
+                                     {"input_name": name, "input_config": [input_type, options],
+                                      "received_value": value}))
                 continue
+            if type(input_type) is str and input_type != "COMBO":
+                continue  # not a combo: no list of choices
             choices = _combo_options(input_type, options)
             if choices is not None and value not in choices:
                 if len(choices) > 20:
                     # Don't echo huge lists (model folders) back to the client.
                     list_info, shown_config = f"(list of length {len(choices)})", None
                 else:
-                    list_info, shown_config = str(choices), config
+                    list_info, shown_config = str(choices), [input_type, options]
                 errors.append(_error("value_not_in_list", "Value not in list", f"{name}: '{value}' not in {list_info}",
                                      {"input_name": name, "input_config": shown_config, "received_value": value}))
                 continue
 
         # Links on undeclared inputs (variadic nodes) still run upstream: check they resolve.
-        for name, value in inputs.items():
-            if name not in info.inputs and _looks_like_link(value):
-                source = self._check_link(name, value, None, errors)
-                if source is not None:
-                    upstream.append(source[0])
+        if not specs.keys() >= inputs.keys():
+            for name, value in inputs.items():
+                if name not in specs and _looks_like_link(value):
+                    source = self._check_link(name, value, None, errors)
+                    if source is not None:
+                        upstream.append(source[0])
 
         if validate_fn is not None:
             self._run_validate_inputs(node_id, info, inputs, vf_args, vf_kwargs, received_types, errors)
         return _Check(errors, upstream)
 
-    def _check_link(self, name: str, value: list, config: Any, errors: list) -> tuple[str, Any] | None:
-        """Check a link's shape and target; returns (source id, source output type) or None after an error."""
+    def _check_link(self, name: str, value: list, spec: tuple | None, errors: list) -> tuple[str, Any] | None:
+        """Check a link's shape and target; returns (source id, source output type) or None after an error.
+
+        ``spec`` is the input's (type, options), None for an undeclared input."""
         if len(value) != 2:
             errors.append(_error("bad_linked_input", _BAD_LINK, name,
-                                 {"input_name": name, "input_config": config, "received_value": value}))
+                                 {"input_name": name, "input_config": _config(spec), "received_value": value}))
             return None
         source_id, slot = value
         if not isinstance(source_id, str) or isinstance(slot, bool) or not isinstance(slot, int):
             errors.append(_error("bad_linked_input", _BAD_LINK, name,
-                                 {"input_name": name, "input_config": config, "received_value": value}))
+                                 {"input_name": name, "input_config": _config(spec), "received_value": value}))
             return None
         if source_id not in self.prompt:
             # ComfyUI reports a KeyError with its own traceback here; same shape, a plain explanation.
@@ -452,11 +478,15 @@ class Validator:
                                   "exception_message": f"Input '{name}' links to node '{source_id}', "
                                                        "which is not in the prompt"}))
             return None
-        source_class = self.classes.class_of(self.prompt[source_id]["class_type"])
-        return_types = getattr(source_class, "RETURN_TYPES", ()) or ()
+        source_type = self.prompt[source_id]["class_type"]
+        return_types = self._return_types.get(source_type) if isinstance(source_type, str) else None
+        if return_types is None:
+            return_types = getattr(self._class(source_type), "RETURN_TYPES", ()) or ()
+            if isinstance(source_type, str):
+                self._return_types[source_type] = return_types
         if not 0 <= slot < len(return_types):
             errors.append(_error("bad_linked_input", _BAD_LINK, name,
-                                 {"input_name": name, "input_config": config, "received_value": value,
+                                 {"input_name": name, "input_config": _config(spec), "received_value": value,
                                   "exception_message": f"Node '{source_id}' has no output {slot}"}))
             return None
         return source_id, return_types[slot]
@@ -474,6 +504,11 @@ class Validator:
                     details = name if result is False else f"{name} - {result}"
                     errors.append(_error("custom_validation_failed", "Custom validation failed for node", details,
                                          {"input_name": name}))
+
+
+def _config(spec: tuple | None) -> list | None:
+    """An input's ``input_config`` in error reports: [type, options]."""
+    return list(spec) if spec is not None else None
 
 
 def _coerce(input_type: Any, value: Any) -> Any:
