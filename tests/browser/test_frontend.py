@@ -370,3 +370,19 @@ def test_checkpoint_txt2img_shows_progress_and_image(browser, ui_server):
         assert p.server_failures() == []
     finally:
         p.close()
+
+
+def test_execution_error_shows_a_readable_dialog(browser, ui_server):
+    p = Page(browser, ui_server, "execution-error").open(wait_nodes=True)
+    try:
+        p.close_dialogs()
+        bad = {"1": {"class_type": "EmptyImage", "inputs": {"width": 8, "height": 8, "batch_size": 1, "color": 0}},
+               "2": {"class_type": "SaveImage", "inputs": {"images": ["1", 0], "filename_prefix": "../escape"}}}
+        response = p.run_api_workflow(bad, "exec_error.json")
+        assert response.status == 200  # valid prompt; it fails while running
+        dialog = p.page.locator(".p-dialog").filter(has_text="outside the output folder")
+        dialog.first.wait_for(timeout=60000)
+        p.shot("dialog")
+        assert not list(ui_server.base.glob("escape*")) and not list(ui_server.base.parent.glob("escape*"))
+    finally:
+        p.close()
