@@ -243,7 +243,8 @@ class App:
         devices = [{"name": "cpu", "type": "cpu", "index": None, "vram_total": vm.total, "vram_free": vm.available,
                     "torch_vram_total": 0, "torch_vram_free": 0}]
         manager = self.node_context.services.get("model_manager")
-        if manager is not None:
+        # Asking torch about devices would import it (~2 s, ~200 MiB): only once a model node has.
+        if manager is not None and "torch" in sys.modules:
             devices = manager.device_stats()
         return {"system": {
             "os": os.name, "ram_total": vm.total, "ram_free": vm.available,

@@ -656,3 +656,16 @@ def test_global_subgraphs_from_custom_node_packs(make_server, tmp_path):
     detail = s.get_json(f"/global_subgraphs/{key}")
     assert detail["data"] == '{"nodes": [], "links": []}'
     assert s.request("GET", "/api/global_subgraphs/nope")[0] == 404
+
+
+def test_torch_is_not_loaded_until_a_node_needs_it(server):
+    """Start-up, /system_stats and /object_info must not import torch (the design's lazy imports)."""
+    for path in ("/system_stats", "/object_info", "/api/system_stats", "/queue", "/embeddings"):
+        server.get_json(path)
+    maps = Path(f"/proc/{server.proc.pid}/maps")
+    if not maps.exists():
+        pytest.skip("no /proc here")
+    assert "libtorch" not in maps.read_text()
+    pid = post_prompt(server, trivial_prompt(5))["prompt_id"]  # EmptyImage makes a tensor: now it loads
+    server.wait_history(pid)
+    assert "libtorch" in maps.read_text()
