@@ -117,6 +117,7 @@ class Folders:
     user: Path
     custom_nodes: list[Path]
     model_folders: dict[str, ModelFolder] = field(default_factory=dict)
+    save_counters: "SaveCounters" = field(default_factory=lambda: SaveCounters())
 
     @classmethod
     def from_config(cls, cfg) -> "Folders":
@@ -351,8 +352,37 @@ class SaveOutsideFolder(ValueError):
     pass
 
 
-def save_image_path(prefix: str, output_dir: Path | str, width: int = 0, height: int = 0
-                    ) -> tuple[str, str, int, str, str]:
+class SaveCounters:
+    """The next file counter per (folder, name), remembered after our own saves and trusted while the
+    folder's mtime is the one our last save left: saving then needs no scan of a folder that may hold
+    thousands of previews."""
+
+    def __init__(self, capacity: int = 1024):
+        self._entries: dict[tuple[str, str], tuple[int, int]] = {}
+        self._capacity = capacity
+
+    def lookup(self, folder: str, filename: str) -> int | None:
+        entry = self._entries.get((folder, filename))
+        if entry is None:
+            return None
+        try:
+            mtime = os.stat(folder).st_mtime_ns
+        except OSError:
+            return None
+        return entry[1] if mtime == entry[0] else None
+
+    def saved(self, folder: str, filename: str, next_counter: int) -> None:
+        try:
+            mtime = os.stat(folder).st_mtime_ns
+        except OSError:
+            return
+        if len(self._entries) >= self._capacity:
+            self._entries.clear()
+        self._entries[(folder, filename)] = (mtime, next_counter)
+
+
+def save_image_path(prefix: str, output_dir: Path | str, width: int = 0, height: int = 0,
+                    counters: SaveCounters | None = None) -> tuple[str, str, int, str, str]:
     """(full_folder, filename, counter, subfolder, prefix) for a save under output_dir.
 
     Counter = one past the highest ``<filename>_NNNNN_`` already in the folder. The folder must stay
@@ -373,6 +403,11 @@ def save_image_path(prefix: str, output_dir: Path | str, width: int = 0, height:
                                 f"(filename_prefix {prefix[:200]!r})")
     if len(filename.encode()) > 200:
         raise SaveOutsideFolder("filename_prefix is too long")
+    rel_sub = os.path.relpath(full_folder, output_real)
+    subfolder = "" if rel_sub == "." else rel_sub.replace(os.sep, "/")
+    known = counters.lookup(full_folder, filename) if counters is not None else None
+    if known is not None:
+        return full_folder, filename, known, subfolder, prefix
     counter = 1
     head = filename + "_"
     try:
@@ -385,5 +420,4 @@ def save_image_path(prefix: str, output_dir: Path | str, width: int = 0, height:
                         counter = max(counter, int(m.group(1)) + 1)
     except (FileNotFoundError, NotADirectoryError):
         pass
-    rel_sub = os.path.relpath(full_folder, output_real)
-    return full_folder, filename, counter, "" if rel_sub == "." else rel_sub.replace(os.sep, "/"), prefix
+    return full_folder, filename, counter, subfolder, prefix

@@ -418,3 +418,21 @@ def test_add_model_path_order(tmp_path):
     f.add_model_path("loras", last, first=True)  # an existing path marked default moves to the front
     assert f.model_folders["loras"].paths[0] == last
     assert f.model_folders["loras"].paths.count(last) == 1
+
+
+def test_save_counters_skip_the_scan_only_while_the_folder_is_ours(tmp_path):
+    from hearth.paths import SaveCounters, save_image_path
+
+    counters = SaveCounters()
+    folder, name, counter, sub, _ = save_image_path("img", tmp_path, counters=counters)
+    assert counter == 1
+    (tmp_path / "img_00001_.png").write_bytes(b"x")
+    counters.saved(folder, name, 2)
+    assert save_image_path("img", tmp_path, counters=counters)[2] == 2
+    # someone else writes into the folder: its mtime changes, so the folder is scanned again
+    import os
+    import time
+    time.sleep(0.01)
+    (tmp_path / "img_00007_.png").write_bytes(b"x")
+    os.utime(tmp_path, None)
+    assert save_image_path("img", tmp_path, counters=counters)[2] == 8

@@ -181,8 +181,9 @@ class SaveImage:
 
         filename_prefix = filename_prefix + self.prefix_append
         out_dir = self._folder()
+        counters = current().folders.save_counters
         folder, filename, counter, subfolder, _ = save_image_path(filename_prefix, out_dir, images[0].shape[1],
-                                                                  images[0].shape[0])
+                                                                  images[0].shape[0], counters)
         os.makedirs(folder, exist_ok=True)
         metadata = _png_metadata(prompt, extra_pnginfo)
         results = []
@@ -195,6 +196,7 @@ class SaveImage:
             img.save(os.path.join(folder, name), pnginfo=metadata, compress_level=self.compress_level)
             results.append({"filename": name, "subfolder": subfolder, "type": self.folder_type})
             counter += 1
+        counters.saved(folder, filename, counter)
         return {"ui": {"images": results}}
 
 
