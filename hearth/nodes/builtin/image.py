@@ -63,6 +63,20 @@ def resolve_annotated(name: str):
     return path if path.is_file() else None
 
 
+def open_checked(path):
+    """Image.open, refusing from the header alone any image larger than MAX_RESOLUTION on a side
+    (a few KB of PNG can claim 20000x20000: gigabytes once decoded)."""
+    from PIL import Image
+
+    img = Image.open(path)
+    width, height = img.size
+    if width > MAX_RESOLUTION or height > MAX_RESOLUTION:
+        img.close()
+        raise ValueError(f"{os.path.basename(path)} is {width}x{height}; images larger than "
+                         f"{MAX_RESOLUTION} pixels on a side are refused")
+    return img
+
+
 def load_image_tensors(path):
     """Every frame of an image file -> (IMAGE [n,h,w,3], MASK [n,h,w]). EXIF orientation, 16-bit,
     palette transparency and animated files are handled; frames of another size are skipped."""
@@ -72,7 +86,7 @@ def load_image_tensors(path):
 
     images, masks = [], []
     size = None
-    with Image.open(path) as img:
+    with open_checked(path) as img:
         for frame in ImageSequence.Iterator(img):
             frame = ImageOps.exif_transpose(frame)
             if frame.mode == "I":
@@ -114,9 +128,6 @@ class LoadImage:
         path = resolve_annotated(image)
         if path is None:
             raise FileNotFoundError(f"Invalid image file: {image}")
-        from PIL import Image
-
-        Image.MAX_IMAGE_PIXELS = 16384 * 16384  # refuse decompression bombs beyond the max resolution
         return load_image_tensors(path)
 
     @classmethod

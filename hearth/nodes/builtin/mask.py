@@ -364,8 +364,7 @@ class LoadImageMask:
         path = image_nodes.resolve_annotated(image)
         if path is None:
             raise FileNotFoundError(f"Invalid image file: {image}")
-        Image.MAX_IMAGE_PIXELS = MAX_RESOLUTION * MAX_RESOLUTION
-        with Image.open(path) as opened:
+        with image_nodes.open_checked(path) as opened:
             picture = ImageOps.exif_transpose(opened)
             if picture.getbands() != ("R", "G", "B", "A"):
                 if picture.mode == "I":

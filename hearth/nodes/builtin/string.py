@@ -1,8 +1,15 @@
 """String nodes: concatenate, substring, length, case, trim, replace, contains, compare, and regular
-expression match / extract / replace (Python ``re`` syntax)."""
+expression match / extract / replace (Python ``re`` syntax).
+
+Patterns come from the prompt, so they run on the ``regex`` engine (re's syntax, already installed
+with transformers) with a time limit and without holding the GIL: a catastrophically backtracking
+pattern fails its node instead of freezing the server."""
 from __future__ import annotations
 
-import re
+import regex as re
+
+# Seconds a prompt-supplied pattern may run before the node fails.
+REGEX_TIMEOUT = 5.0
 
 PYTHON_MODULE = "comfy_extras.nodes_string"
 
@@ -145,7 +152,8 @@ class RegexMatch(_StringNode):
 
     def execute(self, string, regex_pattern, case_insensitive, multiline, dotall):
         try:
-            return (re.search(regex_pattern, string, _flags(case_insensitive, multiline, dotall)) is not None,)
+            return (re.search(regex_pattern, string, _flags(case_insensitive, multiline, dotall),
+                              timeout=REGEX_TIMEOUT, concurrent=True) is not None,)
         except re.error:  # an invalid pattern matches nothing
             return (False,)
 
@@ -168,19 +176,19 @@ class RegexExtract(_StringNode):
         except re.error:  # an invalid pattern extracts nothing
             return ("",)
         if mode == "First Match":
-            match = pattern.search(string)
+            match = pattern.search(string, timeout=REGEX_TIMEOUT, concurrent=True)
             return (match.group(0) if match else "",)
         if mode == "All Matches":
             # Whole matches; with groups in the pattern, each match's first group (as re.findall gives).
-            found = pattern.findall(string)
+            found = pattern.findall(string, timeout=REGEX_TIMEOUT, concurrent=True)
             return ("\n".join(m[0] if isinstance(m, tuple) else m for m in found),)
         if mode == "First Group":
-            match = pattern.search(string)
+            match = pattern.search(string, timeout=REGEX_TIMEOUT, concurrent=True)
             if match and len(match.groups()) >= group_index:
                 return (match.group(group_index) or "",)
             return ("",)
         if mode == "All Groups":
-            groups = [m.group(group_index) or "" for m in pattern.finditer(string)
+            groups = [m.group(group_index) or "" for m in pattern.finditer(string, timeout=REGEX_TIMEOUT, concurrent=True)
                       if m.groups() and len(m.groups()) >= group_index]
             return ("\n".join(groups),)
         return ("",)
@@ -202,7 +210,8 @@ class RegexReplace(_StringNode):
     def execute(self, string, regex_pattern, replace, case_insensitive=True, multiline=False, dotall=False,
                 count=0):
         flags = _flags(case_insensitive, multiline, dotall)
-        return (re.sub(regex_pattern, replace, string, count=count, flags=flags),)
+        return (re.sub(regex_pattern, replace, string, count=count, flags=flags, timeout=REGEX_TIMEOUT,
+                       concurrent=True),)
 
 
 NODE_CLASS_MAPPINGS = {
