@@ -284,7 +284,7 @@ class App:
                 return bad("invalid_prompt", "number must be a number")
             try:
                 number = float(number)
-            except ValueError:
+            except (ValueError, OverflowError):  # OverflowError: an int beyond float range
                 return bad("invalid_prompt", "number must be a number", str(number)[:100])
             if number != number or number in (float("inf"), float("-inf")):
                 return bad("invalid_prompt", "number must be finite")

@@ -7,6 +7,7 @@ another implementation of the same claim → execute → finish cycle against th
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import threading
@@ -41,8 +42,11 @@ class Worker:
         self.secrets: dict[str, dict] = {}
         self.idle = threading.Event()
         self.idle.set()
+        self._log_filter = SecretLogFilter()
 
     def start(self) -> None:
+        for handler in logging.getLogger().handlers:  # node errors are logged; credentials must not be
+            handler.addFilter(self._log_filter)
         self._thread = threading.Thread(target=self._run, name="hearth-worker", daemon=True)
         self._thread.start()
 
@@ -53,6 +57,8 @@ class Worker:
         self.interrupt.set()
         if self._thread is not None:
             self._thread.join(timeout)
+        for handler in logging.getLogger().handlers:
+            handler.removeFilter(self._log_filter)
 
     def wake(self) -> None:
         with self._wake:
@@ -100,15 +106,21 @@ class Worker:
         messages: list = []
         publish = self._publish
 
+        secret = self.secrets.pop(item.prompt_id, {})
+        hidden = [v for v in secret.values() if isinstance(v, str) and len(v) >= 4]
+
         def emit(event: ev.Event) -> None:
+            if hidden:
+                event = redact_event(event, hidden)
             if event.in_history:
                 messages.append([event.type, event.data()])
             publish(event, client_id)
 
         extra_data = item.extra_data
-        extra_data.update(self.secrets.pop(item.prompt_id, {}))
+        extra_data.update(secret)
         self.interrupt.clear()
         outcome = None
+        self._log_filter.secrets = hidden
         try:
             outcome = self.engine.execute(item.prompt_id, item.prompt, extra_data, item.outputs_to_execute, emit,
                                           self.interrupt)
@@ -117,15 +129,83 @@ class Worker:
             emit(ev.ExecutionError(item.prompt_id, node_id=None, node_type=None, executed=[],  # type: ignore[arg-type]
                                    exception_message=str(exc), exception_type=type(exc).__name__, traceback=[],
                                    current_inputs={}, current_outputs=[]))
+        finally:
+            self._log_filter.secrets = []
         status = outcome.status if outcome is not None else "error"
         job_status = {"success": "completed", "error": "failed", "interrupted": "cancelled"}[status]
-        self.store.finish(item, status_str="success" if status == "success" else "error",
-                          completed=status == "success", messages=messages,
-                          outputs=outcome.outputs if outcome and status == "success" else {},
-                          meta=outcome.meta if outcome and status == "success" else {}, job_status=job_status)
+        outputs = outcome.outputs if outcome and status == "success" else {}
+        if hidden:
+            outputs = redact(outputs, hidden)
+        try:
+            self.store.finish(item, status_str="success" if status == "success" else "error",
+                              completed=status == "success", messages=messages, outputs=outputs,
+                              meta=outcome.meta if outcome and status == "success" else {}, job_status=job_status)
+        except (TypeError, ValueError) as exc:
+            # A node's ui held something JSON cannot carry: the prompt still leaves the queue, as failed.
+            log.error("prompt %s: its results cannot be stored: %s", item.prompt_id, exc)
+            failure = ev.ExecutionError(item.prompt_id, node_id=None, node_type=None,  # type: ignore[arg-type]
+                                        executed=[], exception_message=f"The results cannot be stored: {exc}",
+                                        exception_type=type(exc).__name__, traceback=[], current_inputs={},
+                                        current_outputs=[])
+            kept = [m for m in messages if m[0] != "execution_success"]
+            self.store.finish(item, status_str="error", completed=False,
+                              messages=kept + [[failure.type, failure.data()]], outputs={}, meta={},
+                              job_status="failed")
+            publish(failure, client_id)
         self.current = None
         self._queue_changed()
         publish(ev.Executing(item.prompt_id, None), client_id)
+
+
+def redact(value, secrets: list[str]):
+    """``value`` with every occurrence of a secret string replaced (strings inside lists and dicts too)."""
+    if isinstance(value, str):
+        for secret in secrets:
+            if secret in value:
+                value = value.replace(secret, "<redacted>")
+        return value
+    if isinstance(value, dict):
+        return {redact(k, secrets): redact(v, secrets) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [redact(v, secrets) for v in value]
+    return value
+
+
+def redact_event(event: ev.Event, secrets: list[str]) -> ev.Event:
+    """Credentials reach nodes as hidden inputs; an error report (current_inputs, message, traceback) or a
+    node's ui must not carry them into history or onto websockets."""
+    if isinstance(event, ev.ExecutionError):
+        return dataclasses.replace(event, exception_message=redact(event.exception_message, secrets),
+                                   traceback=redact(event.traceback, secrets),
+                                   current_inputs=redact(event.current_inputs, secrets))
+    if isinstance(event, ev.Executed):
+        return dataclasses.replace(event, output=redact(event.output, secrets))
+    return event
+
+
+class SecretLogFilter(logging.Filter):
+    """Redacts the running prompt's credentials from log records (a node's error message may echo them)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.secrets: list[str] = []
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        secrets = self.secrets
+        if not secrets:
+            return True
+        try:
+            message = record.getMessage()
+        except Exception:
+            return True
+        if record.exc_info and not record.exc_text:
+            record.exc_text = logging.Formatter().formatException(record.exc_info)
+        if any(s in message or (record.exc_text and s in record.exc_text) for s in secrets):
+            record.msg, record.args = redact(message, secrets), None
+            record.exc_info = None  # the formatted (and redacted) text stays in exc_text
+            if record.exc_text:
+                record.exc_text = redact(record.exc_text, secrets)
+        return True
 
 
 def split_secrets(extra_data: dict) -> tuple[dict, dict]:

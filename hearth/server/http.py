@@ -6,6 +6,7 @@ Every API route is registered at its bare path and under ``/api`` (ComfyUI clien
 from __future__ import annotations
 
 import errno
+import hashlib
 import hmac
 import json
 import logging
@@ -225,29 +226,80 @@ def origin_middleware(cors_origin: str | None):
         if origin is not None and is_loopback_name(host):
             if origin == "null":
                 return json_error(403, "forbidden", "Cross-origin request refused", "Origin: null")
-            origin_host = _host_name(urlsplit(origin).netloc)
-            if origin_host != host:
-                return json_error(403, "forbidden", "Cross-origin request refused", f"Origin: {origin}")
+            if _origin_of(origin) != _request_origin(request):
+                # another host, or the same host on another port (another local app): another origin
+                return json_error(403, "forbidden", "Cross-origin request refused", f"Origin: {origin[:200]}")
         return await handler(request)
 
     return middleware
 
 
+_DEFAULT_PORTS = {"http": 80, "https": 443, "ws": 80, "wss": 443}
+
+
+def _origin_of(origin: str) -> tuple[str, str, int] | None:
+    """(scheme, host, port) of an Origin header; None if it is malformed."""
+    try:
+        parts = urlsplit(origin)
+        port = parts.port
+    except ValueError:
+        return None
+    if not parts.scheme or not parts.hostname:
+        return None
+    return parts.scheme.lower(), parts.hostname.lower(), port or _DEFAULT_PORTS.get(parts.scheme.lower(), 0)
+
+
+def _request_origin(request: web.Request) -> tuple[str, str, int] | None:
+    """(scheme, host, port) the client addressed, from the Host header."""
+    return _origin_of(f"{request.scheme}://{request.headers.get('Host', '')}")
+
+
+TOKEN_COOKIE = "hearth_token"
+_SIGN_IN_PAGE = """<!doctype html><html lang="en"><head><meta charset="utf-8"><title>Hearth: sign in</title>
+<meta name="viewport" content="width=device-width,initial-scale=1"></head>
+<body style="font-family:sans-serif;max-width:28em;margin:4em auto">
+<h1>Hearth</h1><p>This server needs its API token (shown in the server's log when it started, or the one
+given with <code>--api-token</code>).</p>
+<form method="get"><input type="password" name="token" autofocus required placeholder="API token"
+style="width:100%;padding:.5em"><p><button type="submit">Sign in</button></p></form></body></html>"""
+
+
 def token_middleware(token: str):
-    """Off loopback every request needs the API token (Bearer header or ?token=), compared in constant time."""
-    expected = token.encode()
+    """Off loopback every request needs the API token: ``Authorization: Bearer``, ``?token=`` or the cookie
+    a browser gets by signing in. Compared in constant time (digests of equal length). Without a token a
+    browser navigation gets a self-contained sign-in page (nothing else is served), anything else a 401."""
+    expected = hashlib.sha256(token.encode()).digest()
+
+    def valid(given: str) -> bool:
+        digest = hashlib.sha256(given.encode("utf-8", "surrogatepass")).digest()
+        return hmac.compare_digest(digest, expected)
 
     @web.middleware
     async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-        given = ""
         auth = request.headers.get("Authorization", "")
+        query_token = request.query.get("token")
         if auth.lower().startswith("bearer "):
-            given = auth[7:].strip()
-        elif "token" in request.query:
-            given = request.query.get("token", "")
-        if not hmac.compare_digest(given.encode(), expected):
+            ok = valid(auth[7:].strip())
+        elif query_token is not None:
+            ok = valid(query_token)
+        else:
+            ok = valid(request.cookies.get(TOKEN_COOKIE, "")) if TOKEN_COOKIE in request.cookies else False
+        if not ok:
+            if request.method == "GET" and "text/html" in request.headers.get("Accept", "") \
+                    and "Upgrade" not in request.headers:
+                return web.Response(status=401, text=_SIGN_IN_PAGE, content_type="text/html",
+                                    headers={"Cache-Control": "no-store", "X-Content-Type-Options": "nosniff"})
             return json_error(401, "unauthorized", "A valid API token is required",
                               "send 'Authorization: Bearer <token>' or ?token=<token>")
+        if query_token is not None and request.method == "GET" and "text/html" in request.headers.get("Accept", ""):
+            # a browser signing in: keep the token in an HttpOnly same-site cookie and drop it from the URL
+            query = request.rel_url.query.copy()
+            query.popall("token")
+            response = web.Response(status=303, headers={"Location": str(request.rel_url.with_query(query)),
+                                                         "Cache-Control": "no-store"})
+            response.set_cookie(TOKEN_COOKIE, query_token, httponly=True, samesite="Strict", path="/",
+                                secure=request.secure)
+            return response
         return await handler(request)
 
     return middleware

@@ -1,7 +1,9 @@
 """The websocket hub: one socket per client id, events routed as ComfyUI routes them.
 
 Each client has a bounded send queue drained by its own task, so a slow or dead client never
-delays execution or the other clients: when its queue overflows it is disconnected (it will
+delays execution or the other clients. While a client is behind, snapshot messages (progress,
+progress_state, previews, status) replace their own older unsent copies (COALESCE_AFTER), so a burst
+of progress cannot fill a queue; when a queue still overflows its client is disconnected (it will
 reconnect with the same clientId and get a fresh ``status``).
 """
 from __future__ import annotations
@@ -17,6 +19,7 @@ from typing import Any, Callable
 from aiohttp import WSMsgType, web
 
 from hearth.engine import events as ev
+from hearth.store import jsonsafe
 
 log = logging.getLogger(__name__)
 
@@ -26,37 +29,72 @@ BINARY_PREVIEW_IMAGE_WITH_METADATA = 4
 IMAGE_FORMAT_CODES = {"JPEG": 1, "PNG": 2}
 
 
+# Once this many frames wait for a client, a newer progress/progress_state/preview/status frame replaces
+# the older one with the same key still waiting (it is dropped, the new one goes to the end): those are
+# snapshots, so only intermediate states are lost. A client that keeps up sees every frame.
+COALESCE_AFTER = 32
+Key = tuple
+
+
 class Client:
     def __init__(self, sid: str, ws: web.WebSocketResponse, max_queue: int):
         self.sid = sid
         self.ws = ws
-        self.queue: deque[str | bytes] = deque()
+        # entries are [frame, key, live]; superseded entries stay in place, dead, until compacted or popped
+        self.queue: deque[list] = deque()
+        self.waiting: dict[Key, list] = {}  # key -> its live entry in the queue
+        self.live = 0
         self.max_queue = max_queue
         self.wakeup = asyncio.Event()
         self.supports_preview_metadata = False
         self.closed = False
         self.dropped = False
 
-    def push(self, frame: str | bytes) -> None:
+    def push(self, frame: str | bytes, key: Key | None = None) -> None:
         if self.closed:
             return
-        if len(self.queue) >= self.max_queue:
-            # Too slow to keep up: cut it loose rather than buffer without bound.
+        if key is not None:
+            older = self.waiting.get(key)
+            if older is not None and self.live >= COALESCE_AFTER:
+                older[2] = False
+                self.live -= 1
+                if len(self.queue) > 2 * self.live + COALESCE_AFTER:
+                    self.queue = deque(e for e in self.queue if e[2])  # drop the dead entries
+        if self.live >= self.max_queue:
+            # Too slow to keep up even with coalescing: cut it loose rather than buffer without bound.
             self.dropped = True
             self.closed = True
             self.queue.clear()
+            self.waiting.clear()
             self.wakeup.set()
             return
-        self.queue.append(frame)
+        entry = [frame, key, True]
+        self.queue.append(entry)
+        self.live += 1
+        if key is not None:
+            self.waiting[key] = entry
         self.wakeup.set()
+
+    def _pop(self) -> str | bytes | None:
+        while self.queue:
+            entry = self.queue.popleft()
+            if not entry[2]:
+                continue
+            self.live -= 1
+            if entry[1] is not None and self.waiting.get(entry[1]) is entry:
+                del self.waiting[entry[1]]
+            return entry[0]
+        return None
 
     async def pump(self) -> None:
         try:
             while not self.closed:
                 await self.wakeup.wait()
                 self.wakeup.clear()
-                while self.queue and not self.closed:
-                    frame = self.queue.popleft()
+                while not self.closed:
+                    frame = self._pop()
+                    if frame is None:
+                        break
                     if isinstance(frame, bytes):
                         await self.ws.send_bytes(frame)
                     else:
@@ -70,7 +108,12 @@ class Client:
 
 
 def message(type_: str, data: Any) -> str:
-    return json.dumps({"type": type_, "data": data}, ensure_ascii=False)
+    # strict JSON (NaN -> null) that never fails: a node's odd ui value must not stop the message
+    return jsonsafe.dumps({"type": type_, "data": data}, ensure_ascii=False, default=_unserializable)
+
+
+def _unserializable(value: Any) -> str:
+    return f"<{type(value).__name__} is not JSON-serializable>"
 
 
 class Hub:
@@ -147,17 +190,17 @@ class Hub:
 
     def broadcast_status(self, remaining: int | None = None) -> None:
         if self.clients:
-            self.send_to(None, message("status", {"status": self.status_payload(remaining)}))
+            self.send_to(None, message("status", {"status": self.status_payload(remaining)}), key=("status",))
 
-    def send_to(self, sid: str | None, frame: str | bytes) -> None:
-        """sid None = every socket (ComfyUI's send_sync with sid=None)."""
+    def send_to(self, sid: str | None, frame: str | bytes, key: Key | None = None) -> None:
+        """sid None = every socket (ComfyUI's send_sync with sid=None). ``key``: see COALESCE_AFTER."""
         if sid is None:
             for client in list(self.clients.values()):
-                client.push(frame)
+                client.push(frame, key)
         else:
             client = self.clients.get(sid)
             if client is not None:
-                client.push(frame)
+                client.push(frame, key)
 
     def send_json(self, type_: str, data: Any, sid: str | None) -> None:
         self.send_to(sid, message(type_, data))
@@ -179,19 +222,21 @@ class Hub:
             frame = struct.pack(">II", BINARY_TEXT, len(node)) + node + event.text.encode()
             self.send_to(client_id, frame)
             return
+        key = _snapshot_key(event)
         if client_id is None:
             if event.client_only and not event.broadcast_without_client:
                 return
-            self.send_to(None, message(event.type, event.data()))
+            self.send_to(None, message(event.type, event.data()), key)
             return
         frame = message(event.type, event.data())
         if isinstance(event, ev.Executing):
             self.running_client = client_id
             self.last_executing = frame if event.node is not None else None
-        self.send_to(client_id, frame)
+        self.send_to(client_id, frame, key)
 
     def _send_preview(self, event: ev.PreviewImage, client_id: str | None) -> None:
         targets = list(self.clients.values()) if client_id is None else [self.clients.get(client_id)]
+        key = ("preview", event.prompt_id, event.node_id)
         plain = None
         with_meta = None
         for client in targets:
@@ -202,9 +247,18 @@ class Hub:
                     meta = json.dumps(event.data()).encode()
                     with_meta = (struct.pack(">II", BINARY_PREVIEW_IMAGE_WITH_METADATA, len(meta)) + meta
                                  + event.image)
-                client.push(with_meta)
+                client.push(with_meta, key)
             else:
                 if plain is None:
                     plain = struct.pack(">II", BINARY_PREVIEW_IMAGE,
                                         IMAGE_FORMAT_CODES.get(event.image_format, 1)) + event.image
-                client.push(plain)
+                client.push(plain, key)
+
+
+def _snapshot_key(event: ev.Event) -> Key | None:
+    """Events that each carry a whole state (a newer one makes an older one moot), keyed by what they describe."""
+    if isinstance(event, ev.ProgressState):
+        return ("progress_state", event.prompt_id)
+    if isinstance(event, ev.Progress):
+        return ("progress", event.prompt_id, event.node)
+    return None

@@ -23,6 +23,7 @@ from typing import Any
 from urllib.parse import quote
 
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 
 from hearth.paths import DIRECTORY_TYPES, MODEL_EXTENSIONS, PathError, check_name, is_inside, safe_join
 from hearth.server.http import BadRequest, Routes, hearth
@@ -202,6 +203,22 @@ def _pil():
     return Image
 
 
+# The largest image the HTTP routes decode (previews, channels, masks, model covers): Pillow's own
+# default limit. Pillow's global MAX_IMAGE_PIXELS can be raised by nodes (LoadImage raises it for
+# 16384² inputs) and Pillow only refuses at twice it, so the routes check the size themselves.
+MAX_DECODE_PIXELS = 89_478_485
+
+
+def open_image(source):
+    """``Image.open`` that refuses, from the header alone, an image larger than MAX_DECODE_PIXELS."""
+    img = _pil().open(source)
+    if img.width * img.height > MAX_DECODE_PIXELS:
+        size = f"{img.width}x{img.height}"
+        img.close()
+        raise ValueError(f"the image is {size} pixels, more than the {MAX_DECODE_PIXELS} this server decodes")
+    return img
+
+
 # --- /view -----------------------------------------------------------------------------------------
 def _render_view(path: Path, preview: str | None, channel: str) -> tuple[bytes, str]:
     """Re-encode an image for /view's ``preview`` / ``channel`` options. Raises ValueError if not an image.
@@ -210,7 +227,7 @@ def _render_view(path: Path, preview: str | None, channel: str) -> tuple[bytes, 
     """
     Image = _pil()
     try:
-        with Image.open(path) as img:
+        with open_image(path) as img:
             img.load()
             if preview is not None:
                 parts = preview.split(";")
@@ -286,7 +303,9 @@ async def _read_form(request: web.Request):
         return await request.post()
     except web.HTTPException:
         raise  # 413 from the body limit
-    except (ValueError, AssertionError, UnicodeDecodeError) as exc:
+    except (ValueError, AssertionError, UnicodeDecodeError, LookupError, RuntimeError, HttpProcessingError) as exc:
+        # a malformed part header (HttpProcessingError), an unknown charset (LookupError) or
+        # Content-Transfer-Encoding (RuntimeError): the client's fault, not ours
         raise BadRequest("Malformed multipart form", type_="invalid_form", details=str(exc)[:300]) from None
 
 
@@ -391,12 +410,12 @@ def _compose_mask(original: Path, mask_bytes: bytes) -> bytes:
     from PIL.PngImagePlugin import PngInfo
 
     try:
-        with Image.open(original) as orig:
+        with open_image(original) as orig:
             info = PngInfo()
             for key, value in (getattr(orig, "text", None) or {}).items():
                 info.add_text(key, value)
             rgba = orig.convert("RGBA")
-        with Image.open(io.BytesIO(mask_bytes)) as mask:
+        with open_image(io.BytesIO(mask_bytes)) as mask:
             alpha = mask.convert("RGBA").getchannel("A")
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
         raise BadRequest("The original or the mask is not a readable image", type_="invalid_image",
@@ -598,7 +617,7 @@ def _preview_webp(root: Path, filename: str) -> bytes | None:
                         continue
     for source in sources:
         try:
-            with Image.open(source) as img:
+            with open_image(source) as img:
                 if img.mode not in ("RGB", "RGBA"):
                     img = img.convert("RGBA" if _has_alpha(img) else "RGB")
                 buffer = io.BytesIO()

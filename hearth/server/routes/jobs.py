@@ -10,6 +10,7 @@ from hearth.server.http import BadRequest, Routes, hearth, json_error
 
 STATUSES = ("pending", "in_progress", "completed", "failed", "cancelled")
 PREVIEWABLE = ("images", "gifs", "video", "videos", "audio", "animated")
+_MAX_PAGE = 2 ** 62
 
 
 def _outputs_summary(result_json: str | None) -> tuple[int, int, dict | None]:
@@ -70,11 +71,6 @@ def job_item(row: dict) -> dict:
     }
 
 
-def _duration(item: dict) -> float:
-    start, end = item["execution_start_time"], item["execution_end_time"]
-    return (end - start) if start is not None and end is not None else -1
-
-
 async def list_jobs(request: web.Request) -> web.Response:
     store = hearth(request).store
     q = request.query
@@ -95,16 +91,13 @@ async def list_jobs(request: web.Request) -> web.Response:
         raise BadRequest("limit and offset must be integers") from None
     if (limit is not None and limit < 0) or offset < 0:
         raise BadRequest("limit and offset must not be negative")
+    # SQLite integers are 64-bit: a larger limit or offset means "all" / "past the end"
+    limit = None if limit is not None and limit > _MAX_PAGE else limit
+    offset = min(offset, _MAX_PAGE)
     workflow_id = q.get("workflow_id")
-    items = [job_item(r) for r in store.jobs_rows()]
-    if wanted:
-        items = [i for i in items if i["status"] in wanted]
-    if workflow_id:
-        items = [i for i in items if i["workflow_id"] == workflow_id]
-    key = (lambda i: (i["create_time"] or 0)) if sort_by == "create_time" else _duration
-    items.sort(key=key, reverse=order == "desc")
-    total = len(items)
-    page = items[offset: offset + limit] if limit is not None else items[offset:]
+    # filtered, sorted and paged by the store: only the page's rows are parsed
+    rows, total = store.jobs_page(wanted or None, workflow_id or None, sort_by, order == "desc", limit, offset)
+    page = [job_item(r) for r in rows]
     return web.json_response({
         "jobs": page, "total": total,
         "pagination": {"offset": offset, "limit": limit if limit is not None else total, "total": total,
