@@ -771,21 +771,6 @@ class LatentUpscaleBy:
         return (s,)
 
 
-class SetLatentNoiseMask:
-    CATEGORY = "latent/inpaint"
-    RETURN_TYPES = ("LATENT",)
-    FUNCTION = "set_mask"
-
-    @classmethod
-    def INPUT_TYPES(cls):
-        return {"required": {"samples": ("LATENT",), "mask": ("MASK",)}}
-
-    def set_mask(self, samples, mask):
-        s = samples.copy()
-        s["noise_mask"] = mask.reshape((-1, 1, mask.shape[-2], mask.shape[-1]))
-        return (s,)
-
-
 class SaveLatent:
     CATEGORY = "_for_testing"
     RETURN_TYPES = ()

@@ -160,23 +160,9 @@ def repeat_to_batch_size(tensor, batch_size: int, dim: int = 0):
 
 def resize_to_batch_size(tensor, batch_size: int):
     """Stretch or squeeze a batch to ``batch_size`` by picking evenly spaced entries (ComfyUI's rule)."""
-    import torch
+    from hearth.sampling.guidance import resize_to_batch_size as resize
 
-    in_batch = tensor.shape[0]
-    if in_batch == batch_size:
-        return tensor
-    if batch_size <= 1:
-        return tensor[:batch_size]
-    output = torch.empty([batch_size] + list(tensor.shape)[1:], dtype=tensor.dtype, device=tensor.device)
-    if batch_size < in_batch:
-        scale = (in_batch - 1) / (batch_size - 1)
-        for i in range(batch_size):
-            output[i] = tensor[min(round(i * scale), in_batch - 1)]
-    else:
-        scale = in_batch / batch_size
-        for i in range(batch_size):
-            output[i] = tensor[min(math.floor((i + 0.5) * scale), in_batch - 1)]
-    return output
+    return resize(tensor, batch_size)
 
 
 def get_tiled_scale_steps(width: int, height: int, tile_x: int, tile_y: int, overlap: int) -> int:
