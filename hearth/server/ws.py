@@ -120,6 +120,8 @@ class Hub:
     def __init__(self, queue_remaining: Callable[[], int], feature_flags: Callable[[], dict],
                  max_queue: int = 4096):
         self.clients: dict[str, Client] = {}
+        self._progress_prompt: str | None = None
+        self._progress_pieces: dict[str, tuple[dict, str]] = {}
         self._queue_remaining = queue_remaining
         self._feature_flags = feature_flags
         self._max_queue = max_queue
@@ -226,13 +228,38 @@ class Hub:
         if client_id is None:
             if event.client_only and not event.broadcast_without_client:
                 return
-            self.send_to(None, message(event.type, event.data()), key)
+            self.send_to(None, self._frame(event), key)
             return
-        frame = message(event.type, event.data())
+        frame = self._frame(event)
         if isinstance(event, ev.Executing):
             self.running_client = client_id
             self.last_executing = frame if event.node is not None else None
         self.send_to(client_id, frame, key)
+
+    def _frame(self, event: ev.Event) -> str:
+        if isinstance(event, ev.ProgressState):
+            return self._progress_state_frame(event)
+        return message(event.type, event.data())
+
+    def _progress_state_frame(self, event: ev.ProgressState) -> str:
+        """The same text as message(), built from per-node pieces serialised once: each progress_state
+        carries every node seen so far, so re-serialising all of them made a 1,000-node prompt cost
+        ~165 MB of JSON encoding. The engine gives a changed node a fresh entry dict, so identity
+        tells whether a cached piece is still right (the cache holds the entry, so its id is not reused)."""
+        if self._progress_prompt != event.prompt_id:
+            self._progress_pieces.clear()
+            self._progress_prompt = event.prompt_id
+        pieces = self._progress_pieces
+        parts = []
+        for node_id, entry in event.nodes.items():
+            cached = pieces.get(node_id)
+            if cached is None or cached[0] is not entry:
+                text = (jsonsafe.dumps(node_id, ensure_ascii=False) + ": "
+                        + jsonsafe.dumps(entry, ensure_ascii=False, default=_unserializable))
+                cached = pieces[node_id] = (entry, text)
+            parts.append(cached[1])
+        return ('{"type": "progress_state", "data": {"prompt_id": '
+                + jsonsafe.dumps(event.prompt_id, ensure_ascii=False) + ', "nodes": {' + ", ".join(parts) + "}}}")
 
     def _send_preview(self, event: ev.PreviewImage, client_id: str | None) -> None:
         targets = list(self.clients.values()) if client_id is None else [self.clients.get(client_id)]

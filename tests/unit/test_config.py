@@ -48,3 +48,4 @@ def test_cors_and_paths(tmp_path):
                             "--extra-model-paths-config", "a.yaml", "b.yaml", "--extra-model-paths-config", "c.yaml"])
     assert cfg.cors_origin == "*" and cfg.base_directory == tmp_path.resolve()
     assert [p.name for p in cfg.extra_model_paths] == ["a.yaml", "b.yaml", "c.yaml"]
+
