@@ -13,8 +13,6 @@ log = logging.getLogger("hearth")
 
 
 def setup_logging(cfg: Config):
-    from hearth.app import LogBuffer  # noqa: F401  (type only)
-
     root = logging.getLogger()
     root.setLevel(getattr(logging, cfg.verbose, logging.INFO))
     handler = logging.StreamHandler(sys.stdout)

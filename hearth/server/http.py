@@ -52,7 +52,7 @@ class BadRequest(Exception):
         self.details = details
 
 
-async def read_json(request: web.Request, *, default: Any = ..., max_size: int | None = None) -> Any:
+async def read_json(request: web.Request, *, default: Any = ...) -> Any:
     """Parse the body as JSON whatever the Content-Type says (the UI sends text/plain, scripts form-encoded)."""
     raw = await request.read()
     if not raw.strip():

@@ -82,7 +82,7 @@ def load_image_tensors(path):
     palette transparency and animated files are handled; frames of another size are skipped."""
     import numpy as np
     import torch
-    from PIL import Image, ImageOps, ImageSequence
+    from PIL import ImageOps, ImageSequence
 
     images, masks = [], []
     size = None

@@ -359,7 +359,7 @@ class LoadImageMask:
     def load_image(self, image, channel):
         import numpy as np
         import torch
-        from PIL import Image, ImageOps
+        from PIL import ImageOps
 
         path = image_nodes.resolve_annotated(image)
         if path is None:

@@ -881,9 +881,9 @@ class VAEDecodeTiled:
             "tile_size": ("INT", {"default": 512, "min": 64, "max": 4096, "step": 32}),
             "overlap": ("INT", {"default": 64, "min": 0, "max": 4096, "step": 32}),
             "temporal_size": ("INT", {"default": 64, "min": 8, "max": 4096, "step": 4,
-                                      "tooltip": "Only used for video VAEs: Amount of frames to decode at a time."}),
+                                      "tooltip": "Video VAEs only: frames decoded per pass."}),
             "temporal_overlap": ("INT", {"default": 8, "min": 4, "max": 4096, "step": 4,
-                                         "tooltip": "Only used for video VAEs: Amount of frames to overlap."}),
+                                         "tooltip": "Video VAEs only: frames shared by neighbouring passes."}),
         }}
 
     def decode(self, vae, samples, tile_size, overlap=64, temporal_size=64, temporal_overlap=8):
@@ -920,9 +920,9 @@ class VAEEncodeTiled:
             "tile_size": ("INT", {"default": 512, "min": 64, "max": 4096, "step": 64}),
             "overlap": ("INT", {"default": 64, "min": 0, "max": 4096, "step": 32}),
             "temporal_size": ("INT", {"default": 64, "min": 8, "max": 4096, "step": 4,
-                                      "tooltip": "Only used for video VAEs: Amount of frames to encode at a time."}),
+                                      "tooltip": "Video VAEs only: frames encoded per pass."}),
             "temporal_overlap": ("INT", {"default": 8, "min": 4, "max": 4096, "step": 4,
-                                         "tooltip": "Only used for video VAEs: Amount of frames to overlap."}),
+                                         "tooltip": "Video VAEs only: frames shared by neighbouring passes."}),
         }}
 
     def encode(self, vae, pixels, tile_size, overlap, temporal_size=64, temporal_overlap=8):

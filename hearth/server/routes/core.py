@@ -2,8 +2,6 @@
 from __future__ import annotations
 
 import os
-import platform
-import sys
 
 from aiohttp import web
 
@@ -171,6 +169,3 @@ def add_routes(routes: Routes) -> None:
     routes.add("GET", "/extensions", get_extensions)
     routes.add("GET", "/openapi.json", openapi.serve)  # Hearth's own OpenAPI document
 
-
-def python_facts() -> dict:
-    return {"python_version": sys.version, "os": os.name, "platform": platform.platform()}
