@@ -1,0 +1,235 @@
+"""Stable Diffusion speed and memory side by side with ComfyUI, on one full-size random-weight SD1.5 checkpoint.
+
+    python bench/sd_speed.py --comfy /work/comfyui/ComfyUI --comfy-python /work/comfyui/venv/bin/python
+
+Both servers' executors run the same API-format workflows, each side in a fresh process of its own (its own
+Python and torch), alternating Hearth, ComfyUI, Hearth, ... for --rounds rounds. Figures, from the wall time of
+whole prompts (so lazy work is counted wherever it happens):
+
+- checkpoint load: the first prompt (load + text encode + one 64² step) minus the same prompt run again warm
+  with a new text (so the encoder runs again, but nothing is loaded);
+- seconds per step at 64² and 256² (cfg 7, so two network evaluations per step): the difference between a
+  long and a short run of the same size divided by the step difference (fixed costs cancel);
+- VAE decode at 256²: a prompt whose sampler is cached, adding VAEDecode + PreviewImage;
+- peak RSS of the process (ru_maxrss) at the end.
+
+The checkpoint is an SD1.5 single file in the original key layout with random fp16 weights at full size
+(UNet 860M, CLIP-L, VAE), written once under --work (~2 GB). Nothing is downloaded; ComfyUI code is only run.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+CKPT = "speed_sd15.safetensors"
+TARGETS = {"load_s": 0.5, "s_per_it_64": 0.8, "s_per_it_256": 0.8, "peak_rss_mib": 0.8}
+
+
+def make_checkpoint(models: Path) -> Path:
+    import torch
+    from safetensors.torch import save_file
+
+    from tests.runtime import tiny
+
+    path = models / "checkpoints" / CKPT
+    if path.exists():
+        return path
+    path.parent.mkdir(parents=True, exist_ok=True)
+    g = torch.Generator().manual_seed(1505)
+    spec = tiny.UNetSpec(mc=320, mult=(1, 2, 4, 4), num_res=(2, 2, 2, 2), down_depth=(1, 1, 1, 0), middle_depth=1,
+                         context=768)
+    sd = tiny.materialise(tiny.unet_shapes(spec), g, "model.diffusion_model.")
+    sd.update(tiny.materialise(tiny.vae_shapes(ch=128, mult=(1, 2, 4, 4), num_res=2, z=4), g, "first_stage_model."))
+    sd.update(tiny.materialise(tiny.hf_clip_shapes(hidden=768, layers=12, inner=3072), g,
+                               "cond_stage_model.transformer."))
+    sd = {k: (v.half() if v.is_floating_point() else v).contiguous() for k, v in sd.items()}
+    sd["cond_stage_model.transformer.text_model.embeddings.position_ids"] = torch.arange(77).unsqueeze(0)
+    tmp = path.with_suffix(".tmp")
+    save_file(sd, str(tmp))
+    tmp.rename(path)
+    return path
+
+
+def t2i(text: str, steps: int, size: int, seed: int = 1, decode: bool = False) -> dict:
+    p = {
+        "1": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": CKPT}},
+        "2": {"class_type": "CLIPTextEncode", "inputs": {"text": text, "clip": ["1", 1]}},
+        "3": {"class_type": "CLIPTextEncode", "inputs": {"text": "blurry", "clip": ["1", 1]}},
+        "4": {"class_type": "EmptyLatentImage", "inputs": {"width": size, "height": size, "batch_size": 1}},
+        "5": {"class_type": "KSampler", "inputs": {"model": ["1", 0], "seed": seed, "steps": steps, "cfg": 7.0,
+                                                   "sampler_name": "euler", "scheduler": "normal",
+                                                   "positive": ["2", 0], "negative": ["3", 0],
+                                                   "latent_image": ["4", 0], "denoise": 1.0}},
+        "9": {"class_type": "SaveLatent", "inputs": {"samples": ["5", 0], "filename_prefix": "speed/out"}},
+    }
+    if decode:
+        p["6"] = {"class_type": "VAEDecode", "inputs": {"samples": ["5", 0], "vae": ["1", 2]}}
+        p["7"] = {"class_type": "PreviewImage", "inputs": {"images": ["6", 0]}}
+    return p
+
+
+def workflows(short: int, long64: int, long256: int) -> dict[str, dict]:
+    return {
+        "cold": t2i("a cat", 1, 64),
+        "warm": t2i("a dog", 1, 64),
+        "s64_short": t2i("a cat", short, 64, seed=2),
+        "s64_long": t2i("a cat", long64, 64, seed=2),
+        "s256_short": t2i("a cat", short, 256, seed=3),
+        "s256_long": t2i("a cat", long256, 256, seed=3),
+        "decode256": t2i("a cat", long256, 256, seed=3, decode=True),
+    }
+
+
+def figures(times: dict[str, float], short: int, long64: int, long256: int, rss_mib: float) -> dict[str, float]:
+    return {
+        "load_s": times["cold"] - times["warm"],
+        "first_prompt_s": times["cold"],
+        "s_per_it_64": (times["s64_long"] - times["s64_short"]) / (long64 - short),
+        "s_per_it_256": (times["s256_long"] - times["s256_short"]) / (long256 - short),
+        "vae_decode_256_s": times["decode256"],
+        "peak_rss_mib": rss_mib,
+    }
+
+
+_COMMON = '''
+import json, os, resource, sys, time
+'''
+
+HEARTH_DRIVER = _COMMON + textwrap.dedent('''
+    repo, base, prompts_file, result_file = sys.argv[1:5]
+    sys.path.insert(0, repo)
+    from pathlib import Path
+    from hearth.config import Config
+    from hearth.engine import CachePolicy, Engine, Interrupt
+    from hearth.nodes.builtin import register_builtin_nodes
+    from hearth.nodes.context import NodeContext, using
+    from hearth.nodes.registry import NodeRegistry
+    from hearth.paths import Folders
+
+    cfg = Config(base_directory=Path(base) / "hearth", cpu=True)
+    folders = Folders.from_config(cfg)
+    folders.create()
+    folders.add_model_path("checkpoints", Path(base) / "models" / "checkpoints", first=True)
+    registry = NodeRegistry()
+    register_builtin_nodes(registry)
+    engine = Engine(registry, CachePolicy())
+    services = {}  # the model manager is created on first use
+    times = {}
+    with using(NodeContext(cfg, folders, registry, services)):
+        for name, prompt in json.load(open(prompts_file)).items():
+            v = engine.validate(prompt)
+            assert v.ok, (name, v.error, v.node_errors)
+            t = time.perf_counter()
+            outcome = engine.execute(name, prompt, {}, v.outputs, lambda e: None, Interrupt())
+            times[name] = time.perf_counter() - t
+            assert outcome.status == "success", (name, outcome.error)
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    json.dump({"times": times, "rss_mib": rss}, open(result_file, "w"))
+''')
+
+COMFY_DRIVER = _COMMON + textwrap.dedent('''
+    import asyncio
+    comfy_dir, base, prompts_file, result_file = sys.argv[1:5]
+    sys.path.insert(0, comfy_dir)
+    os.chdir(comfy_dir)
+    import comfy.options
+    comfy.options.enable_args_parsing()
+    sys.argv = ["main.py", "--cpu", "--output-directory", os.path.join(base, "comfy", "output"),
+                "--temp-directory", os.path.join(base, "comfy"), "--disable-all-custom-nodes"]
+    import folder_paths
+    folder_paths.set_output_directory(os.path.join(base, "comfy", "output"))
+    folder_paths.set_temp_directory(os.path.join(base, "comfy", "temp"))
+    folder_paths.add_model_folder_path("checkpoints", os.path.join(base, "models", "checkpoints"), is_default=True)
+    import execution, nodes
+
+    class Server:
+        client_id = None
+        last_node_id = None
+        def send_sync(self, *a, **k):
+            pass
+
+    asyncio.run(nodes.init_extra_nodes(init_custom_nodes=False, init_api_nodes=False))
+    executor = execution.PromptExecutor(Server(), cache_type=False)
+    times = {}
+    for name, prompt in json.load(open(prompts_file)).items():
+        valid = asyncio.run(execution.validate_prompt(name, prompt, None))
+        assert valid[0], (name, valid[1])
+        t = time.perf_counter()
+        executor.execute(prompt, name, {}, valid[2])
+        times[name] = time.perf_counter() - t
+        assert executor.success, name
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    json.dump({"times": times, "rss_mib": rss}, open(result_file, "w"))
+''')
+
+
+def run_side(label: str, python: str, driver_text: str, first_arg: str, base: Path, prompts: dict) -> dict:
+    work = base / label
+    work.mkdir(parents=True, exist_ok=True)
+    (work / "prompts.json").write_text(json.dumps(prompts))
+    driver = work / "driver.py"
+    driver.write_text(driver_text)
+    result = work / "result.json"
+    result.unlink(missing_ok=True)
+    proc = subprocess.run([python, str(driver), first_arg, str(base), str(work / "prompts.json"), str(result)],
+                          capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise RuntimeError(f"{label} driver failed:\n{proc.stderr[-4000:]}")
+    return json.loads(result.read_text())
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--comfy", default="/work/comfyui/ComfyUI")
+    ap.add_argument("--comfy-python", default="/work/comfyui/venv/bin/python")
+    ap.add_argument("--no-comfy", action="store_true", help="Hearth alone")
+    ap.add_argument("--work", default=str(REPO / "bench" / "results" / "sd_speed"))
+    ap.add_argument("--rounds", type=int, default=2)
+    ap.add_argument("--short", type=int, default=2, help="steps of the short runs")
+    ap.add_argument("--long64", type=int, default=8)
+    ap.add_argument("--long256", type=int, default=5)
+    ap.add_argument("--json", default=None, help="write every round's figures here")
+    args = ap.parse_args(argv)
+
+    base = Path(args.work).resolve()
+    make_checkpoint(base / "models")
+    prompts = workflows(args.short, args.long64, args.long256)
+    sides = [("Hearth", sys.executable, HEARTH_DRIVER, str(REPO))]
+    if not args.no_comfy:
+        sides.append(("ComfyUI", args.comfy_python, COMFY_DRIVER, str(Path(args.comfy).resolve())))
+    rounds: dict[str, list[dict]] = {label: [] for label, *_ in sides}
+    for r in range(args.rounds):
+        for label, python, driver, first in sides:
+            res = run_side(label, python, driver, first, base, prompts)
+            figs = figures(res["times"], args.short, args.long64, args.long256, res["rss_mib"])
+            rounds[label].append(figs)
+            print(f"round {r + 1} {label}: " + ", ".join(f"{k} {v:.3f}" for k, v in figs.items()), flush=True)
+
+    med = {label: {k: statistics.median(f[k] for f in runs) for k in runs[0]} for label, runs in rounds.items()}
+    print(f"\n{'figure':22} {'Hearth':>10} " + (f"{'ComfyUI':>10} {'ratio':>7} {'target':>7}" if len(sides) > 1 else ""))
+    for key in med["Hearth"]:
+        line = f"{key:22} {med['Hearth'][key]:10.3f} "
+        if len(sides) > 1:
+            other = med["ComfyUI"][key]
+            ratio = med["Hearth"][key] / other if other else float("nan")
+            target = TARGETS.get(key)
+            verdict = "" if target is None else ("PASS" if ratio <= target else "MISS")
+            line += f"{other:10.3f} {ratio:7.3f} {('<= ' + str(target)) if target else '':>7} {verdict}"
+        print(line)
+    print(f"(medians of {args.rounds} rounds; times in s, RSS in MiB; ratio = Hearth / ComfyUI)")
+    if args.json:
+        Path(args.json).write_text(json.dumps({"rounds": rounds, "median": med}, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
