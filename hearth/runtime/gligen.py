@@ -134,9 +134,10 @@ def from_state_dict(sd: Mapping, manager, name: str = "gligen") -> GligenNet:
         query_dim, key_dim = tuple(params["linear.weight"].shape)
         if key_dim == 768:  # SD1.x: 8 heads
             heads, head_dim = 8, query_dim // 8
+        elif query_dim % 64 == 0:  # others: 64 channels per head
+            heads, head_dim = query_dim // 64, 64
         else:
-            head_dim = 64
-            heads = max(query_dim // head_dim, 1)
+            heads, head_dim = 1, query_dim
         with torch.device("meta"):
             fuser = GatedSelfAttentionDense(query_dim, key_dim, heads, head_dim)
         expected = fuser.state_dict()

@@ -95,7 +95,7 @@ class StyleModel:
 
         hidden = clip_vision_output.last_hidden_state
         if hidden.shape[-1] != self.input_width:
-            raise ValueError(f"this {self.kind} style model takes {self.input_width}-wide vision features; the "
+            raise ValueError(f"this {self.kind} takes {self.input_width}-wide vision features; the "
                              f"CLIP vision output is {hidden.shape[-1]} wide (use the vision encoder it was made for)")
         with torch.inference_mode():
             return self.model(hidden.float().cpu())
