@@ -432,3 +432,26 @@ def test_gligen_bad_files(vh, vision_base):
     p["30"]["inputs"]["gligen_name"] = "short.safetensors"
     outcome = vh.run(p, expect="error")
     assert "fusers" in str(outcome.error) or "wide" in str(outcome.error)
+
+
+def test_sdxl_revision_pooled_vector():
+    from hearth.runtime import unclip
+    from hearth.runtime.clip_vision import Output
+
+    out = Output()
+    out["image_embeds"] = torch.randn((1, 1280), generator=torch.Generator().manual_seed(8))
+    pooled = unclip.sdxl_pooled(device="cpu", seed=20, unclip_conditioning=[
+        {"clip_vision_output": out, "strength": 1.0, "noise_augmentation": 0.0}])
+    assert pooled.shape == (1, 1280)
+    # level 0 of the schedule: almost the embedding itself
+    torch.testing.assert_close(pooled, out.image_embeds, atol=0.05, rtol=0)
+
+
+def test_vision_nodes_module_imports_no_torch():
+    import subprocess
+    import sys
+
+    code = ("import sys; import hearth.nodes.builtin.vision as m; "
+            "assert 'torch' not in sys.modules and 'diffusers' not in sys.modules, "
+            "[k for k in sys.modules if k.startswith(('torch', 'diffusers'))][:3]")
+    subprocess.run([sys.executable, "-c", code], check=True)
