@@ -455,3 +455,32 @@ def test_vision_nodes_module_imports_no_torch():
             "assert 'torch' not in sys.modules and 'diffusers' not in sys.modules, "
             "[k for k in sys.modules if k.startswith(('torch', 'diffusers'))][:3]")
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_unclip_family_detected_from_real_unet_shapes():
+    from hearth.runtime import families, loader
+
+    for adm in (1536, 2048):
+        spec = tiny.UNetSpec(mc=320, mult=(1, 2, 4, 4), num_res=(2, 2, 2, 2), down_depth=(1, 1, 1, 0),
+                             context=1024, linear=True, adm=adm)
+        sd = {k: torch.empty(v, device="meta") for k, v in tiny.unet_shapes(spec).items()}
+        sd["v_pred"] = torch.empty((), device="meta")
+        det = loader.detect(sd)  # a bare UNet: no text encoder to go by
+        assert det.family is families.SD2_UNCLIP and det.unet.adm_in_channels == adm
+    # with its OpenCLIP text encoder in the file
+    ckpt = tv.unclip_checkpoint()
+    assert loader.detect(ckpt).family is families.SD2_UNCLIP
+    assert loader.detect(tiny.sd2_checkpoint()).family is families.SD2
+
+
+def test_vision_shapes_that_do_not_fit_are_refused():
+    from hearth.runtime.clip_vision import ClipVisionError, infer_arch
+
+    shapes = tv.hf_vision_shapes()
+    shapes["vision_model.embeddings.position_embedding.weight"] = (20, 32)
+    with pytest.raises(ClipVisionError, match="square"):
+        infer_arch(_meta(shapes))
+    shapes = tv.hf_vision_shapes()
+    del shapes["vision_model.encoder.layers.1.layer_norm1.weight"]
+    with pytest.raises(ClipVisionError, match="layer 1"):
+        infer_arch(_meta(shapes))
