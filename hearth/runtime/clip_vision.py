@@ -193,23 +193,13 @@ def _build_module(arch: VisionArch):
         from transformers import CLIPVisionModel
 
         tower = CLIPVisionModel(config)
-    if arch.mm_projector is None:
-        return tower
-    return _WithProjector(tower, arch.hidden, arch.mm_projector, torch)
-
-
-def _WithProjector(tower, hidden: int, width: int, torch):
-    """The tower plus a LLaVA projector (two linear layers with a GELU) under ``multi_modal_projector``."""
-    holder = torch.nn.Module()
-    for name, child in tower.named_children():
-        holder.add_module(name, child)
-    holder.config = tower.config
-    proj = torch.nn.Module()
-    proj.linear_1 = torch.nn.Linear(hidden, width)
-    proj.linear_2 = torch.nn.Linear(width, width)
-    holder.multi_modal_projector = proj
-    holder.tower = [tower]  # not a submodule: its children are already registered above
-    return holder
+    if arch.mm_projector is not None:
+        # LLaVA projector (two linear layers with a GELU), kept beside the tower under its file names
+        proj = torch.nn.Module()
+        proj.linear_1 = torch.nn.Linear(arch.hidden, arch.mm_projector)
+        proj.linear_2 = torch.nn.Linear(arch.mm_projector, arch.mm_projector)
+        tower.multi_modal_projector = proj
+    return tower
 
 
 class ClipVision:
@@ -227,10 +217,6 @@ class ClipVision:
     def model(self):
         return self.patcher.holder.module
 
-    def _tower(self):
-        module = self.model
-        return module.tower[0] if hasattr(module, "tower") else module
-
     def encode_image(self, image, crop: bool = True) -> Output:
         import torch
 
@@ -241,7 +227,7 @@ class ClipVision:
         dtype = self.patcher.holder.dtype
         pixels = clip_preprocess(image.to(device), self.image_size, self.image_mean, self.image_std, crop).float()
         with torch.inference_mode():
-            result = self._tower()(pixel_values=pixels.to(dtype), output_hidden_states=True)
+            result = self.model(pixel_values=pixels.to(dtype), output_hidden_states=True)
             hidden = result.hidden_states
             out = Output()
             cpu = torch.device("cpu")
