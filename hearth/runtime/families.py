@@ -58,7 +58,7 @@ class Family:
     name: str
     latent: LatentFormat
     encoders: tuple[EncoderSpec, ...]   # in the order their outputs are concatenated
-    adm: str | None = None              # None | "sdxl" | "sdxl_refiner"
+    adm: str | None = None              # None | "sdxl" | "sdxl_refiner" | "unclip"
     num_head_channels: int = -1
     num_heads: int = -1
     kind: str = "unet"                  # unet (SD1/SD2/SDXL); later: mmdit (SD3), flux
@@ -68,7 +68,10 @@ class Family:
 
 SD15 = Family("sd15", SD15_LATENT, (CLIP_L_SD1,), num_heads=8)
 SD2 = Family("sd2", SD15_LATENT, (CLIP_H_SD2,), num_head_channels=64, upcast_attention=True)
+# SD2.x unCLIP: an SD2 model whose class (ADM) input is a noise-augmented CLIP image embedding
+SD2_UNCLIP = Family("sd2_unclip", SD15_LATENT, (CLIP_H_SD2,), adm="unclip", num_head_channels=64,
+                    upcast_attention=True)
 SDXL = Family("sdxl", SDXL_LATENT, (CLIP_L_SDXL, CLIP_G_SDXL), adm="sdxl", num_head_channels=64)
 SDXL_REFINER = Family("sdxl_refiner", SDXL_LATENT, (CLIP_G_SDXL,), adm="sdxl_refiner", num_head_channels=64)
 
-FAMILIES = {f.name: f for f in (SD15, SD2, SDXL, SDXL_REFINER)}
+FAMILIES = {f.name: f for f in (SD15, SD2, SD2_UNCLIP, SDXL, SDXL_REFINER)}

@@ -56,6 +56,8 @@ def _unet_prefix(sd: Mapping) -> str | None:
 
 
 def family_from_unet(unet: archmod.UNetArch) -> fam.Family:
+    if unet.adm_in_channels in (1536, 2048) and unet.context_dim == 1024 and unet.use_linear:
+        return fam.SD2_UNCLIP
     if unet.adm_in_channels is not None:
         if unet.context_dim is not None and unet.adm_in_channels - 5 * 256 == unet.context_dim:
             return fam.SDXL_REFINER
@@ -78,6 +80,8 @@ def detect(sd: Mapping) -> Detected:
         family = fam.SD15
     else:
         family = family_from_unet(unet)
+    if family is fam.SD2 and unet.adm_in_channels is not None:
+        family = fam.SD2_UNCLIP
     unet.num_head_channels = family.num_head_channels
     unet.num_heads = family.num_heads
     return Detected(family, prefix, unet, _prediction(sd, prefix, unet, family))
@@ -86,7 +90,7 @@ def detect(sd: Mapping) -> Detected:
 def _prediction(sd: Mapping, prefix: str, unet: archmod.UNetArch, family: fam.Family) -> str:
     if "v_pred" in sd:
         return "v"
-    if family is fam.SD2 and unet.in_channels == 4:
+    if family in (fam.SD2, fam.SD2_UNCLIP) and unet.in_channels == 4:
         key = f"{prefix}output_blocks.11.1.transformer_blocks.0.norm1.bias"
         if key not in sd:  # pruned layouts: the last output block with a transformer
             candidates = sorted((k for k in sd if k.startswith(prefix + "output_blocks.")
@@ -210,7 +214,7 @@ def build_clip_from_checkpoint(sd: Mapping, family: fam.Family, manager, name: s
     if family is fam.SD15:
         encoders.append(_text_encoder(archmod.hf_clip_from(sd, TEXT_PREFIXES["sd1_l"]), fam.CLIP_L_SD1,
                                       manager, name, embedding_dirs))
-    elif family is fam.SD2:
+    elif family in (fam.SD2, fam.SD2_UNCLIP):
         prefix = TEXT_PREFIXES["sd2_h"] if _has_prefix(sd, TEXT_PREFIXES["sd2_h"]) else TEXT_PREFIXES["ref_g"]
         encoders.append(_text_encoder(archmod.openclip_to_hf(sd, prefix), fam.CLIP_H_SD2, manager, name,
                                       embedding_dirs))

@@ -76,7 +76,7 @@ class DiffusionModel:
         return device
 
     # --- running --------------------------------------------------------------------------------
-    def apply_model(self, x, sigma, c_crossattn=None, y=None, c_concat=None, **_ignored) -> torch.Tensor:
+    def apply_model(self, x, sigma, c_crossattn=None, y=None, c_concat=None, gligen=None, **_ignored) -> torch.Tensor:
         ms = self.model_sampling
         xc = ms.calculate_input(sigma, x)
         if c_concat is not None:
@@ -88,6 +88,13 @@ class DiffusionModel:
         kwargs = {}
         if y is not None:
             kwargs["class_labels"] = y.to(device=device, dtype=dtype)
+        if gligen is not None:  # GLIGEN boxes: fusers attached to the transformer blocks for this call
+            from hearth.runtime.gligen import patched
+
+            with holder.lock, patched(self.unet, gligen, x.shape, device, dtype):
+                out = self.unet(xc.to(device=device, dtype=dtype), t.to(device), encoder_hidden_states=context,
+                                return_dict=False, **kwargs)[0].float()
+            return ms.calculate_denoised(sigma, out, x)
         out = self.unet(xc.to(device=device, dtype=dtype), t.to(device), encoder_hidden_states=context,
                         return_dict=False, **kwargs)[0].float()
         return ms.calculate_denoised(sigma, out, x)
@@ -132,6 +139,12 @@ class DiffusionModel:
         kind = self.family.adm
         if kind is None:
             return None
+        if kind == "unclip" or kw.get("unclip_conditioning") is not None:
+            from hearth.runtime import unclip
+
+            if kind == "unclip":
+                return unclip.encode_adm(self.unet.config.projection_class_embeddings_input_dim, **kw)
+            kw = dict(kw, pooled_output=unclip.sdxl_pooled(**kw))  # SDXL Revision
         pooled = kw.get("pooled_output")
         if pooled is None:
             raise ValueError("this model needs a pooled text embedding (use its own CLIP to encode the prompt)")

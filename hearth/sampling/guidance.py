@@ -308,6 +308,10 @@ def process_conds(model, noise, conds: dict[str, list[dict]], device, latent_ima
             for kk in conds:
                 if k != kk:
                     create_cond_with_same_area_if_none(conds[kk], c)
+    if any(c.get("gligen") is not None for v in conds.values() for c in (v or [])):
+        from hearth.runtime.gligen import prepare_conds
+
+        prepare_conds(conds)
     return conds
 
 
