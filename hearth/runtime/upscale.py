@@ -271,14 +271,17 @@ def _build_esrgan(sd: dict[str, torch.Tensor], name: str) -> UpscaleModel | None
     gc = _shape(canon, "body.0.rdb1.conv1.weight")[0]
     nb = 1 + max(int(k.split(".")[1]) for k in canon if k.startswith("body."))
     n_up = len({k.split(".")[1] for k in canon if k.startswith("ups.")})
+    # every block has 3 dense blocks of 5 convolutions (weight + bias): a file naming block 99999 must hold
+    # all of them, checked before anything is built
+    if len(canon) != 30 * nb + 2 * (4 + n_up):
+        raise UnsupportedUpscaleModel(f"{name}: an incomplete ESRGAN file ({len(canon)} tensors for {nb} blocks)")
     unshuffle = 1
     if in_nc in (out_nc * 4, out_nc * 16):  # Real-ESRGAN x2 / x1: the input is pixel-unshuffled
         unshuffle = int(math.isqrt(in_nc // out_nc))
     net_scale = 2 ** n_up
     if net_scale % unshuffle:
         return None
-    model = RRDBNet(in_nc, out_nc, nf, nb, gc, n_up, unshuffle)
-    _load_weights(model, canon, name)
+    model = _load_weights(lambda: RRDBNet(in_nc, out_nc, nf, nb, gc, n_up, unshuffle), canon, name)
     return UpscaleModel(model, net_scale // unshuffle, in_nc // (unshuffle * unshuffle), out_nc, "ESRGAN",
                         minimum=2, multiple_of=4 if unshuffle > 1 else 1, name=name)
 
@@ -298,12 +301,15 @@ def _build_compact(sd: dict[str, torch.Tensor], name: str) -> UpscaleModel | Non
     scale = math.isqrt(channels // in_nc) if channels % in_nc == 0 else 0
     if scale < 1 or scale * scale * in_nc != channels:
         return None
-    model = SRVGGNetCompact(in_nc, in_nc, nf, (last - 2) // 2, scale)
-    _load_weights(model, sd, name)
+    model = _load_weights(lambda: SRVGGNetCompact(in_nc, in_nc, nf, (last - 2) // 2, scale), sd, name)
     return UpscaleModel(model, scale, in_nc, in_nc, "RealESRGAN Compact", name=name)
 
 
-def _load_weights(model: nn.Module, sd: dict[str, torch.Tensor], name: str) -> None:
+def _load_weights(build, sd: dict[str, torch.Tensor], name: str) -> nn.Module:
+    """Build the network without memory first (meta device) and check the file's names and shapes against
+    it, so a hostile file cannot make Hearth allocate more than the weights the file really holds."""
+    with torch.device("meta"):
+        model = build()
     expected = model.state_dict()
     missing = sorted(set(expected) - set(sd))
     unexpected = sorted(set(sd) - set(expected))
@@ -313,8 +319,9 @@ def _load_weights(model: nn.Module, sd: dict[str, torch.Tensor], name: str) -> N
         if tuple(sd[key].shape) != tuple(tensor.shape):
             raise UnsupportedUpscaleModel(f"{name}: {key} has shape {list(sd[key].shape)}, "
                                           f"expected {list(tensor.shape)}")
+    model = model.to_empty(device="cpu")
     model.load_state_dict({k: v.float() for k, v in sd.items()})
-    model.eval().requires_grad_(False)
+    return model.eval().requires_grad_(False)
 
 
 def _spandrel():

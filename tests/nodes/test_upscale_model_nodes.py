@@ -283,3 +283,25 @@ def test_wrong_channel_count_is_a_clear_error(node_ctx, upscale_dir):
     model = _load(node_ctx, "compact_x2.safetensors")
     with pytest.raises(ValueError, match="channel"):
         run_node(node_ctx, "ImageUpscaleWithModel", upscale_model=model, image=torch.rand(1, 8, 8, 4))
+
+
+def test_hostile_sizes_are_checked_before_building(node_ctx, upscale_dir):
+    """A file that names block 99999, or claims a huge width through one tensor, is refused without
+    building (and allocating) the network it describes."""
+    from hearth.runtime.files import WeightFileError
+
+    sd = layout_new(_rrdb_weights(1))
+    sd["body.99999.rdb1.conv1.weight"] = torch.zeros(GC, NF, 3, 3)
+    save_file(sd, str(upscale_dir / "many_blocks.safetensors"))
+    sd = layout_new(_rrdb_weights(1))
+    sd["conv_body.weight"] = torch.zeros(1, 1, 1, 1)
+    save_file(sd, str(upscale_dir / "bad_shape.safetensors"))
+    sd = layout_new(_rrdb_weights(1))
+    sd["conv_first.weight"] = torch.zeros(100000, 3, 3, 3)  # nf=100000 would mean terabytes of body weights
+    sd["conv_first.bias"] = torch.zeros(100000)
+    save_file(sd, str(upscale_dir / "wide.safetensors"))
+    from hearth.runtime.upscale import load_upscale_model
+
+    for name in ("many_blocks.safetensors", "bad_shape.safetensors", "wide.safetensors"):
+        with pytest.raises(WeightFileError):
+            load_upscale_model(upscale_dir / name, use_spandrel=False)
