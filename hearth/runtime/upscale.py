@@ -350,7 +350,8 @@ def build_upscale_model(sd: Mapping[str, Any], name: str = "model", use_spandrel
         try:
             descriptor = spandrel.ModelLoader().load_from_state_dict(tensors).eval()
         except spandrel.UnsupportedModelError as exc:
-            raise UnsupportedUpscaleModel(f"{name}: not an upscale model architecture spandrel knows ({exc})") from None
+            detail = f" ({exc})" if str(exc) else ""
+            raise UnsupportedUpscaleModel(f"{name}: not an upscale model architecture spandrel knows{detail}") from None
         except Exception as exc:  # noqa: BLE001 - a known architecture with missing or misshapen weights
             raise UnsupportedUpscaleModel(f"{name}: spandrel could not load it: {exc}") from None
         if not isinstance(descriptor, spandrel.ImageModelDescriptor):

@@ -305,3 +305,17 @@ def test_hostile_sizes_are_checked_before_building(node_ctx, upscale_dir):
     for name in ("many_blocks.safetensors", "bad_shape.safetensors", "wide.safetensors"):
         with pytest.raises(WeightFileError):
             load_upscale_model(upscale_dir / name, use_spandrel=False)
+
+
+def test_spandrel_and_native_agree(node_ctx, upscale_dir):
+    """With the optional extra installed, files load through spandrel; Hearth's own networks give the same
+    pixels (skipped where spandrel is not installed)."""
+    pytest.importorskip("spandrel")
+    from hearth.runtime.upscale import load_upscale_model, upscale_image
+
+    image = _image(h=9, w=10)
+    for name in ("esrgan_old_x4.pth", "realesrgan_x2plus.pth", "compact_x2.safetensors"):
+        via_spandrel = load_upscale_model(upscale_dir / name)
+        assert via_spandrel.descriptor is not None
+        native = load_upscale_model(upscale_dir / name, use_spandrel=False)
+        torch.testing.assert_close(upscale_image(via_spandrel, image), upscale_image(native, image))
