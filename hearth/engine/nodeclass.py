@@ -1,7 +1,8 @@
 """Facts the engine reads from node classes (ComfyUI's class protocol), looked up once per class per call.
 
-``INPUT_TYPES()`` may be dynamic (file lists), so these are not kept across
-prompts: an ``ClassTable`` lives for one validate or execute call.
+``INPUT_TYPES()`` may be dynamic (file lists), so it is called again for every validate or execute call
+(a ``ClassTable`` lives for one call); the facts derived from it are reused across calls while it returns
+an equal dict (kept in the registry's ``class_infos``).
 """
 from __future__ import annotations
 
@@ -22,10 +23,11 @@ class ClassInfo:
                  "function", "is_async", "input_is_list", "output_is_list", "return_count",
                  "not_idempotent", "has_unique_id", "lazy_inputs", "raw_link_inputs", "_coroutines")
 
-    def __init__(self, class_type: str, cls: type) -> None:
+    def __init__(self, class_type: str, cls: type, input_types: Any = None) -> None:
         self.class_type = class_type
         self.cls = cls
-        input_types = cls.INPUT_TYPES()
+        if input_types is None:
+            input_types = cls.INPUT_TYPES()
         if not isinstance(input_types, dict):
             raise TypeError(f"{class_type}.INPUT_TYPES() returned {type(input_types).__name__}, expected a dict")
         self.input_types = input_types
@@ -67,6 +69,8 @@ class ClassTable:
     def __init__(self, registry: Any) -> None:
         self.registry = registry
         self._infos: dict[str, ClassInfo] = {}
+        # across calls: class_type -> the ClassInfo built from the last INPUT_TYPES() seen
+        self._shared: dict[str, ClassInfo] | None = getattr(registry, "class_infos", None)
 
     def get(self, class_type: Any) -> ClassInfo:
         info = self._infos.get(class_type) if isinstance(class_type, str) else None
@@ -74,12 +78,28 @@ class ClassTable:
             cls = self.registry.get(class_type) if isinstance(class_type, str) else None
             if cls is None:
                 raise UnknownNodeClass(f"Node class {class_type!r} does not exist")
-            info = ClassInfo(class_type, cls)
+            shared = self._shared
+            if shared is None:
+                info = ClassInfo(class_type, cls)
+            else:
+                input_types = cls.INPUT_TYPES()
+                known = shared.get(class_type)
+                if known is not None and known.cls is cls and _same(known.input_types, input_types):
+                    info = known
+                else:
+                    info = shared[class_type] = ClassInfo(class_type, cls, input_types)
             self._infos[class_type] = info
         return info
 
     def class_of(self, class_type: Any) -> type | None:
         return self.registry.get(class_type) if isinstance(class_type, str) else None
+
+
+def _same(a: Any, b: Any) -> bool:
+    try:
+        return bool(a == b)
+    except Exception:  # e.g. an array inside a spec: no truth value
+        return False
 
 
 def full_type_name(klass: type) -> str:

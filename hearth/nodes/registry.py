@@ -22,6 +22,8 @@ class NodeEntry:
 class NodeRegistry:
     def __init__(self) -> None:
         self._nodes: dict[str, NodeEntry] = {}
+        # the engine's facts about each class, reused while INPUT_TYPES() stays equal (engine/nodeclass.py)
+        self.class_infos: dict = {}
 
     def register(self, class_type: str, cls: type, display_name: str | None = None,
                  python_module: str = "nodes") -> None:
