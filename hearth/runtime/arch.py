@@ -51,13 +51,14 @@ class UNetArch:
     num_res_blocks: list[int]          # res blocks per level (down path)
     down_depth: list[int]              # transformer depth per level (0 = no attention)
     up_depth: list[list[int]]          # per up-level (highest first), per block
-    middle_depth: int | None           # None = no middle block
+    middle_depth: int | None           # None = no middle block; 0 = one res block, no attention
     context_dim: int | None
     use_linear: bool
     adm_in_channels: int | None
     time_embed_dim: int
     num_head_channels: int = -1        # one of these two comes from the family convention
     num_heads: int = -1
+    down_block_depth: list[list[int]] | None = None  # per level, per block, when it varies within a level
 
     def heads(self, channels: int) -> int:
         if self.num_head_channels > 0:
@@ -66,16 +67,57 @@ class UNetArch:
             return 1
         return self.num_heads if channels % self.num_heads == 0 else 1
 
+    def _down_blocks(self) -> list[list[int]]:
+        if self.down_block_depth is not None:
+            return self.down_block_depth
+        return [[d] * r for d, r in zip(self.down_depth, self.num_res_blocks)]
+
+    def _layout(self) -> tuple[list[int], list[list[int]]]:
+        """Transformer depth per down level and per up block as built in diffusers (padded, see padding())."""
+        down = [max(ds, default=0) for ds in self._down_blocks()]
+        if self.middle_depth is not None:
+            # diffusers' middle block takes the last level's depth: the shallower of the two is padded
+            down[-1] = max(down[-1], self.middle_depth, 1) if down[-1] else max(self.middle_depth, 1)
+        up = [[max(d, 1) for d in ds] if any(ds) else [0] * len(ds) for ds in self.up_depth]
+        return down, up
+
+    def padding(self) -> list[str]:
+        """diffusers modules that have no counterpart in the checkpoint and are built as exact identities.
+
+        Pruned models (SSD-1B, Vega, BK-SDM, ...) drop transformer layers or blocks unevenly, which diffusers'
+        per-level configuration cannot express. Those places get a module whose every weight is zero: a zero
+        transformer block, transformer or res block adds exactly zero to its residual stream.
+        """
+        down, up = self._layout()
+        pads = []
+        for lvl, ds in enumerate(self._down_blocks()):
+            if down[lvl] == 0:
+                continue
+            for b, d in enumerate(ds):
+                pads += self._pad_attention(f"down_blocks.{lvl}.attentions.{b}", d, down[lvl])
+        if self.middle_depth is not None:
+            if self.middle_depth == 0:
+                pads += ["mid_block.attentions.0", "mid_block.resnets.1"]
+            else:
+                pads += self._pad_attention("mid_block.attentions.0", self.middle_depth, down[-1])
+        for u, ds in enumerate(self.up_depth):
+            for b, d in enumerate(ds):
+                if up[u][b]:
+                    pads += self._pad_attention(f"up_blocks.{u}.attentions.{b}", d, up[u][b])
+        return pads
+
+    @staticmethod
+    def _pad_attention(prefix: str, real: int, built: int) -> list[str]:
+        if real == 0:
+            return [prefix]
+        return [f"{prefix}.transformer_blocks.{k}" for k in range(real, built)]
+
     def diffusers_config(self) -> dict:
         n = len(self.level_channels)
-        down_types = tuple("CrossAttnDownBlock2D" if d > 0 else "DownBlock2D" for d in self.down_depth)
-        up_types = tuple("CrossAttnUpBlock2D" if any(d > 0 for d in ds) else "UpBlock2D" for ds in self.up_depth)
-        mid_depth = self.middle_depth if self.middle_depth is not None else 1
-        # diffusers takes the middle block's depth and heads from the last entry of the per-level lists
-        depth = [d if d > 0 else 1 for d in self.down_depth]
-        depth[-1] = self.down_depth[-1] if self.down_depth[-1] > 0 else mid_depth
-        if self.down_depth[-1] > 0 and self.middle_depth not in (None, self.down_depth[-1]):
-            raise ArchitectureError("middle block depth differs from the last level's; not supported")
+        depth, up_depth = self._layout()
+        down_types = tuple("CrossAttnDownBlock2D" if d > 0 else "DownBlock2D" for d in depth[:-1]) + (
+            "CrossAttnDownBlock2D" if max(self._down_blocks()[-1], default=0) > 0 else "DownBlock2D",)
+        up_types = tuple("CrossAttnUpBlock2D" if any(ds) else "UpBlock2D" for ds in up_depth)
         heads = [self.heads(c) for c in self.level_channels]
         config = {
             "sample_size": 64,
@@ -87,7 +129,7 @@ class UNetArch:
             "layers_per_block": list(self.num_res_blocks) if len(set(self.num_res_blocks)) > 1 else self.num_res_blocks[0],
             "cross_attention_dim": self.context_dim or self.level_channels[0],
             "attention_head_dim": tuple(heads),
-            "transformer_layers_per_block": tuple(depth),
+            "transformer_layers_per_block": tuple(d if d > 0 else 1 for d in depth),
             "use_linear_projection": self.use_linear,
             "time_embedding_dim": self.time_embed_dim,
             "mid_block_type": "UNetMidBlock2DCrossAttn" if self.middle_depth is not None else None,
@@ -96,16 +138,10 @@ class UNetArch:
             "norm_num_groups": 32,
             "norm_eps": 1e-5,
         }
-        reversed_default = [depth[n - 1 - u] for u in range(n)]
-        custom_up = False
-        for u, ds in enumerate(self.up_depth):
-            if any(ds) and not all(ds):
-                raise ArchitectureError(f"up level {u} mixes blocks with and without attention; not supported")
-            if any(d != reversed_default[u] for d in ds if d):
-                custom_up = True
-        if custom_up:
+        reversed_default = [config["transformer_layers_per_block"][n - 1 - u] for u in range(n)]
+        if any(d != reversed_default[u] for u, ds in enumerate(up_depth) for d in ds if d):
             config["reverse_transformer_layers_per_block"] = tuple(
-                tuple(d if d > 0 else 1 for d in ds) for ds in self.up_depth)
+                tuple(d if d > 0 else 1 for d in ds) for ds in up_depth)
         if self.adm_in_channels is not None:
             config["class_embed_type"] = "projection"
             config["projection_class_embeddings_input_dim"] = self.adm_in_channels
@@ -151,17 +187,15 @@ def infer_unet(sd: Mapping, prefix: str = "") -> UNetArch:
     level_channels.append(cur_ch)
     num_res.append(cur_res)
     down_depth.append(cur_depth)
-    for lvl, ds in enumerate(down_depth):
-        if len(set(ds)) > 1:
-            raise ArchitectureError(f"transformer depth varies within down level {lvl}; not supported")
-    down = [ds[0] if ds else 0 for ds in down_depth]
+    uneven = any(len(set(ds)) > 1 for ds in down_depth)
+    down = [max(ds, default=0) for ds in down_depth]
 
     middle = None
     if "middle_block.0.in_layers.0.weight" in keys:
         middle = _depth(keys, "middle_block.1.")
-        if middle == 0:
-            raise ArchitectureError("a middle block without attention is not supported")
-        if context_dim is None:
+        if middle == 0 and "middle_block.1.in_layers.0.weight" in keys:
+            raise ArchitectureError("a middle block of two res blocks without attention is not supported")
+        if middle and context_dim is None:
             context_dim = shape("middle_block.1.transformer_blocks.0.attn2.to_k.weight")[1]
             use_linear = len(shape("middle_block.1.proj_in.weight")) == 2
 
@@ -189,7 +223,7 @@ def infer_unet(sd: Mapping, prefix: str = "") -> UNetArch:
     return UNetArch(in_channels=in_channels, out_channels=out_channels, model_channels=model_channels,
                     level_channels=level_channels, num_res_blocks=num_res, down_depth=down, up_depth=up_depth,
                     middle_depth=middle, context_dim=context_dim, use_linear=use_linear, adm_in_channels=adm,
-                    time_embed_dim=time_embed_dim)
+                    time_embed_dim=time_embed_dim, down_block_depth=down_depth if uneven else None)
 
 
 _RES_MAP = {"in_layers.0": "norm1", "in_layers.2": "conv1", "emb_layers.1": "time_emb_proj",

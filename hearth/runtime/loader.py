@@ -169,6 +169,13 @@ def build_unet(sd: Mapping, det: Detected, manager, name: str):
         ldm_to_diffusers[k] = new
         state[new] = sd[full]
     dtype = manager.dtype_for("unet")
+    pads = tuple(p + "." for p in unet.padding())
+    if pads:
+        import torch
+
+        for key, ref in module.state_dict().items():
+            if key.startswith(pads):
+                state[key] = torch.zeros(ref.shape, dtype=dtype)
     module = _load_into(module, state, dtype, f"{name} (diffusion model)")
     holder = ModuleHolder(module, name, "unet")
     ms = DiscreteSampling(det.prediction, zsnr="ztsnr" in sd)

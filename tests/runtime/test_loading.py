@@ -179,3 +179,44 @@ def test_diffusers_folder_loads_like_the_checkpoint(model_base, manager, tmp_pat
     assert torch.allclose(clip.encode_conditioning("a cat")[0][0], c2.encode_conditioning("a cat")[0][0], atol=1e-5)
     lat = torch.randn(1, 4, 8, 8)
     assert torch.allclose(vae.decode(lat), v2.decode(lat), atol=1e-5)
+
+
+# Reference outputs of ComfyUI 0.3.64's own UNetModel on the same weights and inputs (ad-hoc run of its
+# openaimodel.UNetModel built from model_detection.detect_unet_config, 1 head for the XL case, 8 for the other):
+# every 257th element of the output, then the mean absolute value.
+_COMFY_PRUNED_REFERENCE = {
+    "uneven_xl": ([0.00288, -0.36116, 0.4042, 0.04179, -0.05263, -0.36949, -0.00386, -0.18395], 0.438152),
+    "one_res_mid": ([-0.18053, -0.26726, 0.06356, -0.39805, 0.08774, 0.7218, -0.89068, 0.4237], 0.450391),
+}
+
+
+@pytest.mark.parametrize("name", sorted(_COMFY_PRUNED_REFERENCE))
+def test_unevenly_pruned_unets_load_and_match_comfyui(name, manager):
+    """Depth varying within a level, attention-less blocks beside attention blocks, a middle block shallower
+    than its level or reduced to one res block (SSD-1B, Vega, BK-SDM): built with exact identity padding."""
+    if name == "uneven_xl":
+        sd, ctx_dim, family = tiny.sdxl_checkpoint(seed=21, unet=tiny.UNEVEN_XL_UNET), 64, "sdxl"
+    else:
+        sd, ctx_dim, family = tiny.sd15_checkpoint(seed=22, unet=tiny.ONE_RES_MIDDLE_UNET), 32, "sd15"
+    det = loader.detect(sd)
+    assert det.family.name == family
+    if name == "uneven_xl":  # the XL family's 64-channel heads would leave these 32-channel layers one head
+        det.unet.num_head_channels, det.unet.num_heads = -1, 1
+    model = loader.build_unet(sd, det, manager, name)
+    pads = det.unet.padding()
+    assert pads
+    params = dict(model.unet.named_parameters())
+    for prefix in pads:
+        inside = [v for k, v in params.items() if k.startswith(prefix + ".")]
+        assert inside and all(torch.count_nonzero(v) == 0 for v in inside), prefix
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(2, 4, 16, 16, generator=g)
+    ctx64, ctx32 = torch.randn(2, 77, 64, generator=g), torch.randn(2, 77, 32, generator=g)
+    y = torch.randn(2, 32 + 6 * 256, generator=g)
+    kwargs = {"class_labels": y} if name == "uneven_xl" else {}
+    with torch.no_grad():
+        out = model.unet(x, torch.tensor([500.0, 20.0]), encoder_hidden_states=ctx64 if ctx_dim == 64 else ctx32,
+                         return_dict=False, **kwargs)[0]
+    values, mean_abs = _COMFY_PRUNED_REFERENCE[name]
+    assert torch.allclose(out.flatten()[::257][:8], torch.tensor(values), atol=2e-4)
+    assert abs(out.abs().mean().item() - mean_abs) < 2e-5

@@ -21,7 +21,7 @@ class UNetSpec:
     mc: int = 32
     mult: tuple = (1, 2)
     num_res: tuple = (1, 1)
-    down_depth: tuple = (1, 0)            # per level
+    down_depth: tuple = (1, 0)            # per level, or per level a tuple per block
     up_depth: tuple | None = None         # per up level (highest first), per block; default from down_depth
     middle_depth: int | None = 1
     context: int = 32
@@ -83,11 +83,12 @@ def unet_shapes(s: UNetSpec) -> dict[str, tuple]:
     i = 1
     n = len(s.mult)
     for lvl, m in enumerate(s.mult):
-        for _ in range(s.num_res[lvl]):
+        for b in range(s.num_res[lvl]):
             res(f"input_blocks.{i}.0", ch, s.mc * m)
             ch = s.mc * m
-            if s.down_depth[lvl]:
-                st(f"input_blocks.{i}.1", ch, s.down_depth[lvl])
+            d = s.down_depth[lvl][b] if isinstance(s.down_depth[lvl], tuple) else s.down_depth[lvl]
+            if d:
+                st(f"input_blocks.{i}.1", ch, d)
             chans.append(ch)
             i += 1
         if lvl != n - 1:
@@ -96,8 +97,9 @@ def unet_shapes(s: UNetSpec) -> dict[str, tuple]:
             i += 1
     if s.middle_depth is not None:
         res("middle_block.0", ch, ch)
-        st("middle_block.1", ch, s.middle_depth)
-        res("middle_block.2", ch, ch)
+        if s.middle_depth > 0:  # 0: a single res block (ComfyUI's transformer_depth_middle -1)
+            st("middle_block.1", ch, s.middle_depth)
+            res("middle_block.2", ch, ch)
     up_depth = s.up_depth or tuple((s.down_depth[n - 1 - u],) * (s.num_res[n - 1 - u] + 1) for u in range(n))
     j = 0
     for u in range(n):
@@ -246,6 +248,12 @@ SD2_UNET = UNetSpec(linear=True, down_depth=(1, 1))
 SDXL_UNET = UNetSpec(linear=True, down_depth=(0, 2), middle_depth=2, context=64, adm=32 + 6 * 256)
 SDXL_REFINER_UNET = UNetSpec(linear=True, down_depth=(0, 1), context=32, adm=32 + 5 * 256)
 # pruned: three levels, uneven blocks per level, no middle block, uneven transformer depth on the way up
+# SSD-1B/Vega-style SDXL pruning: depth varying within a level on both paths, blocks without attention
+# beside blocks with it, a middle block shallower than its level (all built as exact identities)
+UNEVEN_XL_UNET = UNetSpec(linear=True, mult=(1, 2), num_res=(2, 2), down_depth=((0, 1), (3, 2)), middle_depth=1,
+                          up_depth=((1, 3, 0), (0, 2, 1)), context=64, adm=32 + 6 * 256)
+# BK-SDM-style: the middle block reduced to one res block
+ONE_RES_MIDDLE_UNET = UNetSpec(mult=(1, 2), num_res=(1, 1), down_depth=(1, 1), middle_depth=0)
 PRUNED_UNET = UNetSpec(mult=(1, 2, 2), num_res=(2, 1, 1), down_depth=(1, 1, 0), middle_depth=None,
                        up_depth=((0, 0), (2, 1), (1, 1, 2)))
 
@@ -272,9 +280,9 @@ def sd2_checkpoint(seed=2, v_prediction=True) -> dict[str, torch.Tensor]:
     return sd
 
 
-def sdxl_checkpoint(seed=3) -> dict[str, torch.Tensor]:
+def sdxl_checkpoint(seed=3, unet=SDXL_UNET) -> dict[str, torch.Tensor]:
     g = torch.Generator().manual_seed(seed)
-    sd = materialise(unet_shapes(SDXL_UNET), g, "model.diffusion_model.")
+    sd = materialise(unet_shapes(unet), g, "model.diffusion_model.")
     sd.update(materialise(vae_shapes(), g, "first_stage_model."))
     sd.update(materialise(hf_clip_shapes(), g, "conditioner.embedders.0.transformer."))
     sd.update(materialise(openclip_shapes(), g, "conditioner.embedders.1.model."))
