@@ -457,3 +457,38 @@ def test_diffusers_loaded_model_saves_in_original_layout(base, tmp_path):
     orig = load_file(str(ckpt))
     assert set(unet_keys(sd)) == set(unet_keys(orig))
     assert all(torch.equal(sd[k], orig[k]) for k in unet_keys(orig))
+
+
+def test_patcher_strength_model_and_weight_of():
+    """The patch maths on a bare module: weight * strength_model + strength * other (other with its patches)."""
+    from hearth.runtime import lora as L
+    from hearth.runtime.patcher import ModuleHolder, Patcher
+
+    g = torch.Generator().manual_seed(0)
+    lin1, lin2 = torch.nn.Linear(4, 4), torch.nn.Linear(4, 4)
+    w1, w2 = lin1.weight.detach().clone(), lin2.weight.detach().clone()
+    p1, p2 = Patcher(ModuleHolder(lin1, "a", "unet")), Patcher(ModuleHolder(lin2, "b", "unet"))
+    d = torch.randn(4, 4, generator=g)
+    p2l = p2.clone()
+    p2l.add_patches({"weight": L.Diff(d)}, 0.5)
+    merged = p1.clone()
+    merged.add_patches(p2l.key_patches(["weight"]), 0.25, 0.75)
+    p2l.add_patches({"weight": L.Diff(d)}, 10.0)  # later patches on the source do not leak into the merge
+    merged.activate()
+    assert torch.allclose(lin1.weight, w1 * 0.75 + 0.25 * (w2 + 0.5 * d))
+    assert torch.allclose(merged.patched_weight("weight"), lin1.weight)
+    p2l.activate()  # the source module now holds other weights; the merge still reads the originals
+    p1.activate()
+    assert torch.equal(lin1.weight, w1)
+    merged.activate()
+    assert torch.allclose(lin1.weight, w1 * 0.75 + 0.25 * (w2 + 0.5 * d))
+    # a merge of a module with itself (the same shared network)
+    self_mix = p1.clone()
+    self_mix.add_patches(p1.key_patches(), 0.5, 0.5)
+    self_mix.activate()
+    assert torch.allclose(lin1.weight, w1) and torch.allclose(lin1.bias, p1.patched_weight("bias"))
+    # shapes that differ: scaled, not merged
+    odd = Patcher(ModuleHolder(torch.nn.Linear(3, 4), "c", "unet"))
+    mism = p1.clone()
+    mism.add_patches(odd.key_patches(["weight"]), 0.5, 0.5)
+    assert torch.allclose(mism.patched_weight("weight"), w1 * 0.5)
