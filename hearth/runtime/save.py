@@ -46,8 +46,6 @@ def _weights(patcher) -> dict[str, torch.Tensor]:
             else:
                 t = holder.original(key).detach().to("cpu", target)
             out[key] = t
-        for name, buf in holder.module.named_buffers():
-            out.setdefault(name, buf.detach().to("cpu"))
     return out
 
 

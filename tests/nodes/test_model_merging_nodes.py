@@ -121,7 +121,8 @@ def test_subtract_and_add(h, base):
         assert torch.allclose(sd[k], a[k] + b[k], atol=1e-6), k
     # add-difference: a + (b - a) * 1 == b
     p = {**loader_node("a.safetensors", "1"), **loader_node("b.safetensors", "2"),
-         "10": {"class_type": "ModelMergeSubtract", "inputs": {"model1": ["2", 0], "model2": ["1", 0], "multiplier": 1.0}},
+         "10": {"class_type": "ModelMergeSubtract",
+                "inputs": {"model1": ["2", 0], "model2": ["1", 0], "multiplier": 1.0}},
          "11": {"class_type": "ModelMergeAdd", "inputs": {"model1": ["1", 0], "model2": ["10", 0]}},
          **model_save(["11", 0])}
     sd, _ = run_and_load(h, p, "merged/m")
@@ -449,7 +450,8 @@ def test_diffusers_loaded_model_saves_in_original_layout(base, tmp_path):
     vae.module.save_pretrained(str(folder / "vae"))
     for sub, enc in (("text_encoder", clip.encoders[0]), ("text_encoder_2", clip.encoders[1])):
         (folder / sub).mkdir()
-        save_file({k: v.contiguous() for k, v in enc.model.state_dict().items()}, str(folder / sub / "model.safetensors"))
+        save_file({k: v.contiguous() for k, v in enc.model.state_dict().items()},
+                  str(folder / sub / "model.safetensors"))
     (folder / "model_index.json").write_text(_json.dumps({"_class_name": "StableDiffusionXLPipeline"}))
     m2, c2, v2 = loader.load_diffusers(folder, manager)
     assert not m2.ldm_to_diffusers
