@@ -494,3 +494,15 @@ def test_patcher_strength_model_and_weight_of():
     mism = p1.clone()
     mism.add_patches(odd.key_patches(["weight"]), 0.5, 0.5)
     assert torch.allclose(mism.patched_weight("weight"), w1 * 0.5)
+
+
+def test_prediction_markers():
+    from types import SimpleNamespace
+
+    from hearth.runtime.save import model_marker_keys
+    from hearth.sampling.model_sampling import DiscreteSampling
+
+    def keys(pred, zsnr=False):
+        return set(model_marker_keys(SimpleNamespace(model_sampling=DiscreteSampling(pred, zsnr=zsnr))))
+
+    assert keys("eps") == set() and keys("v") == {"v_pred"} and keys("v", True) == {"v_pred", "ztsnr"}
