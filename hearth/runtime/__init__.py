@@ -9,6 +9,8 @@
     tokenizer.py  CLIP BPE (bundled merges) and ComfyUI's prompt syntax
     vae.py        VAE: encode/decode, tiled, out-of-memory fallback
     patcher.py    shared modules with per-value weight patches (LoRA), undone without reloading
+    merge.py      model / text encoder merges as patches (ComfyUI's model merging nodes)
+    save.py       MODEL / CLIP / VAE back to files in the original key layouts
     lora.py       LoRA/LoCon/LoHa/LoKr adapters and key naming conventions
     memory.py     ModelManager: devices, precision, load/unload (services["model_manager"])
     preview.py    sampling previews (latent2rgb, TAESD)

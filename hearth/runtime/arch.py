@@ -418,6 +418,15 @@ class ClipArch:
     extra: dict = field(default_factory=dict)
 
 
+# OpenCLIP → Hugging Face names (also read backwards when saving in the original layout)
+OPENCLIP_TOP_NAMES = {"token_embedding.weight": "text_model.embeddings.token_embedding.weight",
+                      "positional_embedding": "text_model.embeddings.position_embedding.weight",
+                      "ln_final.weight": "text_model.final_layer_norm.weight",
+                      "ln_final.bias": "text_model.final_layer_norm.bias"}
+OPENCLIP_LAYER_NAMES = (("attn.out_proj", "self_attn.out_proj"), ("ln_1", "layer_norm1"), ("ln_2", "layer_norm2"),
+                        ("mlp.c_fc", "mlp.fc1"), ("mlp.c_proj", "mlp.fc2"))
+
+
 def openclip_to_hf(sd: Mapping, prefix: str) -> dict:
     """OpenCLIP text tower weights under ``prefix`` → Hugging Face CLIP text names (fused q/k/v split)."""
     out = {}
@@ -426,12 +435,8 @@ def openclip_to_hf(sd: Mapping, prefix: str) -> dict:
             continue
         k = full[len(prefix):]
         v = sd[full]
-        if k == "token_embedding.weight":
-            out["text_model.embeddings.token_embedding.weight"] = v
-        elif k == "positional_embedding":
-            out["text_model.embeddings.position_embedding.weight"] = v
-        elif k.startswith("ln_final."):
-            out["text_model.final_layer_norm." + k[len("ln_final."):]] = v
+        if k in OPENCLIP_TOP_NAMES:
+            out[OPENCLIP_TOP_NAMES[k]] = v
         elif k == "text_projection":
             out["text_projection.weight"] = v.transpose(0, 1).contiguous()
         elif k == "text_projection.weight":
@@ -447,8 +452,7 @@ def openclip_to_hf(sd: Mapping, prefix: str) -> dict:
                 out[base + f"self_attn.k_proj.{kind}"] = k_
                 out[base + f"self_attn.v_proj.{kind}"] = vv
             else:
-                for a, b in (("attn.out_proj", "self_attn.out_proj"), ("ln_1", "layer_norm1"), ("ln_2", "layer_norm2"),
-                             ("mlp.c_fc", "mlp.fc1"), ("mlp.c_proj", "mlp.fc2")):
+                for a, b in OPENCLIP_LAYER_NAMES:
                     if sub.startswith(a + "."):
                         out[base + b + sub[len(a):]] = v
                         break

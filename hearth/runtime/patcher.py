@@ -5,16 +5,36 @@ with its own list of patches; cloning a patcher copies only that list. Before a 
 ``activate()`` makes the holder's weights equal to *its* base weights + patches: the original tensors
 are kept aside (not copied) and patched tensors put in their place, so switching to another patch set,
 or back to none, is a reassignment and never a reload from disk.
+
+A patch is ``(strength, adapter, strength_model)``: the weight built so far is first multiplied by
+``strength_model`` and the adapter then adds its own change at ``strength`` (ComfyUI's
+``add_patches(patches, strength_patch, strength_model)``). Model merges use this with
+``WeightOf`` adapters, which stand for another patcher's weight (its original tensor plus its own
+patches, computed when needed), so merging never copies a network.
 """
 from __future__ import annotations
 
 import itertools
+import logging
 import threading
 from typing import Any
 
 import torch
 
+log = logging.getLogger(__name__)
+
 _ids = itertools.count(1)
+
+
+def apply_patches(weight: torch.Tensor, plist, key: str = "") -> torch.Tensor:
+    """``weight`` (float32, owned by the caller) with a list of ``(strength, adapter, strength_model)``."""
+    for entry in plist:
+        strength, adapter = entry[0], entry[1]
+        strength_model = entry[2] if len(entry) > 2 else 1.0
+        if strength_model != 1.0:
+            weight = weight * strength_model
+        weight = adapter.apply(weight, strength)
+    return weight
 
 
 class ModuleHolder:
@@ -52,6 +72,14 @@ class ModuleHolder:
     def has(self, key: str) -> bool:
         return key in self._params
 
+    def keys(self) -> list[str]:
+        return list(self._params)
+
+    def original(self, key: str) -> torch.Tensor:
+        """The unpatched tensor of a parameter, whichever patcher's weights the module holds now."""
+        original = self.backup.get(key)
+        return original if original is not None else self._params[key].data
+
     def restore(self) -> None:
         """Put the original weights back (patched copies are dropped)."""
         with self.lock:
@@ -67,8 +95,38 @@ class ModuleHolder:
                 self.module.to(device)
 
 
+class WeightOf:
+    """A patch standing for another patcher's weight of one parameter: that module's original tensor
+    with the patches the other patcher had when this was made (ComfyUI's ``get_key_patches`` entry).
+    Applied at ``strength`` it adds ``strength * weight``; a weight of another shape is left out."""
+
+    def __init__(self, holder: "ModuleHolder", key: str, patches: tuple = ()) -> None:
+        self.holder = holder
+        self.key = key
+        self.patches = tuple(patches)
+
+    @property
+    def shape(self) -> torch.Size:
+        return self.holder.original(self.key).shape
+
+    def weight(self, device=None) -> torch.Tensor:
+        original = self.holder.original(self.key)
+        w = original.to(device or original.device, torch.float32, copy=True)
+        return apply_patches(w, self.patches, self.key)
+
+    def apply(self, w: torch.Tensor, strength: float) -> torch.Tensor:
+        if strength == 0.0:
+            return w
+        if tuple(self.shape) != tuple(w.shape):
+            log.warning("shapes differ for %s (%s != %s): weight not merged", self.key, tuple(self.shape),
+                        tuple(w.shape))
+            return w
+        return w + strength * self.weight(w.device)
+
+
 class Patcher:
-    """A view of a shared module with its own weight patches: ``{param name: [(strength, adapter), ...]}``."""
+    """A view of a shared module with its own weight patches:
+    ``{param name: [(strength, adapter, strength_model), ...]}``."""
 
     def __init__(self, holder: ModuleHolder) -> None:
         self.holder = holder
@@ -81,17 +139,28 @@ class Patcher:
         other._signature = self._signature
         return other
 
-    def add_patches(self, patches: dict[str, Any], strength: float = 1.0) -> list[str]:
-        """Add adapters for the given parameter names (those the module has); returns the names used."""
+    def add_patches(self, patches: dict[str, Any], strength: float = 1.0, strength_model: float = 1.0) -> list[str]:
+        """Add adapters for the given parameter names (those the module has); returns the names used.
+        ``strength_model`` scales the weight as built so far before the adapter adds its change."""
         used = []
         for key, adapter in patches.items():
             if not self.holder.has(key):
                 continue
-            self.patches.setdefault(key, []).append((strength, adapter))
+            self.patches.setdefault(key, []).append((strength, adapter, strength_model))
             used.append(key)
         if used:
             self._signature = self._signature + ((next(_ids), tuple(used)),)
         return used
+
+    def key_patches(self, keys=None) -> dict[str, WeightOf]:
+        """This patcher's weight of each parameter (all, or ``keys``) as patches another patcher can add:
+        the original tensors are referenced, not copied, and the patch lists are taken as they are now."""
+        names = self.holder.keys() if keys is None else [k for k in keys if self.holder.has(k)]
+        return {k: WeightOf(self.holder, k, tuple(self.patches.get(k, ()))) for k in names}
+
+    def patched_weight(self, key: str, device=None) -> torch.Tensor:
+        """One parameter as this patcher would make it (float32), without touching the shared module."""
+        return WeightOf(self.holder, key, tuple(self.patches.get(key, ()))).weight(device)
 
     @property
     def signature(self) -> tuple:
@@ -111,9 +180,7 @@ class Patcher:
                 for key, plist in self.patches.items():
                     p = holder.param(key)
                     original = p.data
-                    weight = original.to(torch.float32, copy=True)
-                    for strength, adapter in plist:
-                        weight = adapter.apply(weight, strength)
+                    weight = apply_patches(original.to(torch.float32, copy=True), plist, key)
                     holder.backup[key] = original
                     if holder.storage_dtype is not None:
                         weight = weight.to(holder.storage_dtype)
