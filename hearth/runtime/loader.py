@@ -178,6 +178,7 @@ def build_unet(sd: Mapping, det: Detected, manager, name: str):
                 state[key] = torch.zeros(ref.shape, dtype=dtype)
     module = _load_into(module, state, dtype, f"{name} (diffusion model)")
     holder = ModuleHolder(module, name, "unet")
+    holder.padding = pads
     ms = DiscreteSampling(det.prediction, zsnr="ztsnr" in sd)
     return DiffusionModel(det.family, Patcher(holder), ms, manager, ldm_to_diffusers, unet.in_channels)
 

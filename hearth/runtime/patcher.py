@@ -44,6 +44,8 @@ class ModuleHolder:
         self.module = module
         self.name = name
         self.role = role  # unet | text | vae
+        # module prefixes (ending in ".") built as exact identities with no weights in the file (arch.padding())
+        self.padding: tuple[str, ...] = ()
         self.storage_dtype = None  # patched weights are rounded through this precision (see ModelManager)
         self.backup: dict[str, torch.Tensor] = {}
         self.applied: tuple | None = None

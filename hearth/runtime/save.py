@@ -81,7 +81,8 @@ def _arch_from_diffusers_config(cfg) -> archmod.UNetArch:
 
 def unet_diffusers_to_ldm(model) -> dict[str, str]:
     """diffusers parameter name → original UNet name (without ``model.diffusion_model.``)."""
-    params = model.patcher.holder.keys()
+    holder = model.patcher.holder
+    params = [p for p in holder.keys() if not p.startswith(holder.padding)] if holder.padding else holder.keys()
     if model.ldm_to_diffusers:
         inverse = {v: k for k, v in model.ldm_to_diffusers.items()}
     else:  # loaded from a diffusers folder: read the loader's map for this configuration backwards

@@ -220,3 +220,15 @@ def test_unevenly_pruned_unets_load_and_match_comfyui(name, manager):
     values, mean_abs = _COMFY_PRUNED_REFERENCE[name]
     assert torch.allclose(out.flatten()[::257][:8], torch.tensor(values), atol=2e-4)
     assert abs(out.abs().mean().item() - mean_abs) < 2e-5
+
+
+def test_pruned_unet_saves_without_its_identity_padding(manager):
+    """The zero identity modules have no name in the original layout: saving leaves them out."""
+    from hearth.runtime import save
+
+    sd = tiny.sd15_checkpoint(seed=22, unet=tiny.ONE_RES_MIDDLE_UNET)
+    det = loader.detect(sd)
+    model = loader.build_unet(sd, det, manager, "one_res_mid")
+    saved = save.unet_state_dict(model)
+    original = {k[len("model.diffusion_model."):] for k in sd if k.startswith("model.diffusion_model.")}
+    assert set(saved) == original
