@@ -37,6 +37,19 @@ def _blank_inpaint_image_like(latent: torch.Tensor) -> torch.Tensor:
     return blank
 
 
+def _compute_dtype(name, weight_dtype, device):
+    """Run the network in ``name``'s dtype (ModelComputeDtype): autocast to fp16/bf16; fp32 needs fp32 weights."""
+    import contextlib
+
+    wanted = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}.get(name)
+    if wanted is None or wanted == weight_dtype:
+        return contextlib.nullcontext()
+    if wanted == torch.float32:
+        raise ValueError(f"ModelComputeDtype fp32: the weights are loaded in {weight_dtype}; load the model in "
+                         "fp32 to compute in fp32")
+    return torch.autocast(device_type=torch.device(device).type, dtype=wanted)
+
+
 class DiffusionModel:
     def __init__(self, family: Family, patcher: Patcher, model_sampling: DiscreteSampling, manager,
                  ldm_to_diffusers: dict[str, str] | None = None, in_channels: int = 4) -> None:
@@ -88,8 +101,9 @@ class DiffusionModel:
         kwargs = {}
         if y is not None:
             kwargs["class_labels"] = y.to(device=device, dtype=dtype)
-        out = self.unet(xc.to(device=device, dtype=dtype), t.to(device), encoder_hidden_states=context,
-                        return_dict=False, **kwargs)[0].float()
+        with _compute_dtype(self.model_options.get("compute_dtype"), dtype, device):  # ModelComputeDtype
+            out = self.unet(xc.to(device=device, dtype=dtype), t.to(device), encoder_hidden_states=context,
+                            return_dict=False, **kwargs)[0].float()
         return ms.calculate_denoised(sigma, out, x)
 
     def extra_conds(self, **kw) -> dict[str, Any]:
