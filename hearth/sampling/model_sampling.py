@@ -19,11 +19,11 @@ def _reshape(sigma: torch.Tensor, ndim: int) -> torch.Tensor:
 
 
 def scaled_linear_sigmas(timesteps: int = 1000, linear_start: float = 0.00085,
-                         linear_end: float = 0.012) -> torch.Tensor:
-    """Training sigmas of the Stable Diffusion "scaled linear" beta schedule (float64 maths, float32 result)."""
+                         linear_end: float = 0.012, dtype=torch.float32) -> torch.Tensor:
+    """Training sigmas of the Stable Diffusion "scaled linear" beta schedule (float64 maths, ``dtype`` result)."""
     betas = torch.linspace(linear_start ** 0.5, linear_end ** 0.5, timesteps, dtype=torch.float64) ** 2
     alphas_cumprod = torch.cumprod(1.0 - betas, dim=0)
-    return (((1 - alphas_cumprod) / alphas_cumprod) ** 0.5).float()
+    return (((1 - alphas_cumprod) / alphas_cumprod) ** 0.5).to(dtype)
 
 
 def zero_terminal_snr(sigmas: torch.Tensor) -> torch.Tensor:
@@ -104,7 +104,8 @@ class DiscreteSampling(_Parameterisation):
     def __init__(self, prediction: str = "eps", sigmas: torch.Tensor | None = None, zsnr: bool = False) -> None:
         _check_prediction(prediction)
         self.prediction = prediction
-        sigmas = scaled_linear_sigmas() if sigmas is None else sigmas
+        # float64 until after the optional zero-terminal-SNR rescale, as ComfyUI computes it
+        sigmas = scaled_linear_sigmas(dtype=torch.float64) if sigmas is None else sigmas
         self.base_sigmas = sigmas  # the training table before any zero-terminal-SNR rescaling
         if zsnr:
             sigmas = zero_terminal_snr(sigmas)
