@@ -64,7 +64,7 @@ class DiffusionModel:
     # --- identity / cloning ---------------------------------------------------------------------
     @property
     def latent_format(self):
-        return self.family.latent
+        return self.model_options.get("latent_format") or self.family.latent  # a sampling patch may set it
 
     @property
     def inpaint(self) -> bool:

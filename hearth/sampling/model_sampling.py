@@ -36,7 +36,7 @@ def zero_terminal_snr(sigmas: torch.Tensor) -> torch.Tensor:
     return ((1 - alphas_bar) / alphas_bar) ** 0.5
 
 
-PREDICTIONS = ("eps", "v", "edm", "x0", "img_to_img", "lcm")
+PREDICTIONS = ("eps", "v", "edm", "x0", "img_to_img", "lcm", "cosmos_rflow")
 
 
 class _Parameterisation:
@@ -44,7 +44,8 @@ class _Parameterisation:
 
     ``eps`` predicts the noise, ``v`` the velocity, ``edm`` the EDM (Karras) preconditioned output,
     ``x0`` the clean latent itself, ``img_to_img`` the clean latent from an unscaled input, and ``lcm``
-    a latent-consistency output (eps prediction combined with a timestep-dependent skip connection).
+    a latent-consistency output (eps prediction combined with a timestep-dependent skip connection),
+    ``cosmos_rflow`` a rectified-flow velocity in Cosmos's sigma convention (t = sigma / (sigma + 1)).
     """
 
     prediction = "eps"
@@ -53,11 +54,16 @@ class _Parameterisation:
     def calculate_input(self, sigma: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         if self.prediction == "img_to_img":
             return x
+        if self.prediction == "cosmos_rflow":
+            return x * (1.0 - _reshape(sigma / (sigma + 1), x.ndim))
         return x / (_reshape(sigma, x.ndim) ** 2 + self.sigma_data ** 2) ** 0.5
 
     def calculate_denoised(self, sigma: torch.Tensor, model_output: torch.Tensor, model_input: torch.Tensor):
         if self.prediction in ("x0", "img_to_img"):
             return model_output
+        if self.prediction == "cosmos_rflow":
+            t = _reshape(sigma / (sigma + 1), model_output.ndim)
+            return model_input * (1.0 - t) - model_output * t
         s = _reshape(sigma, model_output.ndim)
         d = self.sigma_data
         if self.prediction == "v":
@@ -78,6 +84,8 @@ class _Parameterisation:
     def noise_scaling(self, sigma: torch.Tensor, noise: torch.Tensor, latent_image: torch.Tensor,
                       max_denoise: bool = False) -> torch.Tensor:
         s = _reshape(sigma, noise.ndim)
+        if self.prediction == "cosmos_rflow":
+            max_denoise = False  # the flow starts from pure noise scaled by sigma
         noise = noise * torch.sqrt(1.0 + s ** 2.0) if max_denoise else noise * s
         return noise + latent_image
 
@@ -160,13 +168,14 @@ class DistilledDiscreteSampling(DiscreteSampling):
 class ContinuousSampling(_Parameterisation):
     """A continuous-time schedule between sigma_min and sigma_max (EDM-style models, or "v" with atan time).
 
-    ``time`` is ``"edm"`` (timestep = log(sigma) / 4) or ``"v"`` (timestep = atan(sigma) * 2 / pi).
+    ``time`` is ``"edm"`` (timestep = log(sigma) / 4), ``"v"`` (timestep = atan(sigma) * 2 / pi) or ``"rflow"``
+    (timestep = sigma / (sigma + 1), Cosmos).
     """
 
     def __init__(self, prediction: str, sigma_min: float, sigma_max: float, sigma_data: float = 1.0,
                  time: str = "edm") -> None:
         _check_prediction(prediction)
-        if time not in ("edm", "v"):
+        if time not in ("edm", "v", "rflow"):
             raise ValueError(f"unknown continuous time parameterisation {time!r}")
         if not (sigma_min > 0 and sigma_max > 0):
             raise ValueError("sigma_min and sigma_max must be positive")
@@ -179,11 +188,17 @@ class ContinuousSampling(_Parameterisation):
     def timestep(self, sigma: torch.Tensor) -> torch.Tensor:
         if self.time == "v":
             return sigma.atan() / math.pi * 2
+        if self.time == "rflow":
+            return sigma / (sigma + 1)
         return 0.25 * sigma.log()
 
     def sigma(self, timestep: torch.Tensor) -> torch.Tensor:
         if self.time == "v":
             return (timestep * math.pi / 2).tan()
+        if self.time == "rflow":
+            top = self.sigma_max
+            t = torch.as_tensor(timestep)
+            return torch.where(t >= top / (top + 1), top.to(t.dtype), t / (1 - t))
         return (timestep / 0.25).exp()
 
     def percent_to_sigma(self, percent: float) -> float:

@@ -54,6 +54,17 @@ REF = {
     'v_basic_normal': [499.9869079589844, 1.0283902883529663, 0.029999997466802597, 0.0],
 }
 
+REF_MORE = {
+    'rflow_pct_03': 3.330212760754133,
+    'rflow_timestep': [0.9876543283462524, 0.3333333432674408],
+    'rflow_sigma': [1.0, 80.0],
+    'rflow_denoised': [-0.625, -0.46785715222358704, -0.3107143044471741, -0.15357141196727753, 0.11190473288297653, 0.3690476417541504, 0.6261905431747437, 0.8833333849906921],
+    'rflow_input': [-0.25, -0.1785714328289032, -0.1071428507566452, -0.035714276134967804, 0.11904758960008621, 0.3571428656578064, 0.5952381491661072, 0.8333333730697632],
+    'rflow_noise_scaling': [0.5, 0.44285714626312256, 0.3857143521308899, 0.3285714387893677, 0.27142849564552307, 0.21428565680980682, 0.15714281797409058, 0.09999996423721313],
+    'playground_in': [-0.020170263946056366, -0.0044705066829919815, 0.011229251511394978, 0.026929015293717384, -0.23883748054504395, -0.21624703705310822, -0.19365659356117249, -0.17106615006923676, 0.11575416475534439, 0.13611102104187012, 0.15646788477897644, 0.17682473361492157, -0.12576724588871002, -0.10027279704809189, -0.07477836310863495, -0.04928393289446831],
+    'playground_out': [-35.628196716308594, -31.098758697509766, -26.569318771362305, -22.039878845214844, -9.131440162658691, -5.983599662780762, -2.835759162902832, 0.31208109855651855, 0.3636120557785034, 3.856839179992676, 7.3500657081604, 10.843292236328125, 15.067258834838867, 17.85654067993164, 20.64582061767578, 23.435100555419922],
+}
+
 
 class _Model:
     def __init__(self, ms):
@@ -129,6 +140,30 @@ def test_numbers_match_comfyui():
     assert not wrong
 
 
+def test_cosmos_rflow_and_playground_match_comfyui():
+    m = _Model(DiscreteSampling())
+    patched = MA.ModelSamplingContinuousEDM().patch(m, "cosmos_rflow", 80.0, 0.002)[0]
+    c = patched.model_sampling
+    x = torch.linspace(-1, 1, 8).reshape(2, 1, 2, 2)
+    out = torch.linspace(0.5, -0.3, 8).reshape(2, 1, 2, 2)
+    sig = torch.tensor([3.0, 0.2])
+    got = {
+        "rflow_pct_03": c.percent_to_sigma(0.3),
+        "rflow_timestep": _l(c.timestep(torch.tensor([80.0, 0.5]))),
+        "rflow_sigma": [float(c.sigma(torch.tensor(0.5))), float(c.sigma(torch.tensor(0.999)))],
+        "rflow_denoised": _l(c.calculate_denoised(sig, out, x).flatten()),
+        "rflow_input": _l(c.calculate_input(sig, x).flatten()),
+        "rflow_noise_scaling": _l(c.noise_scaling(torch.tensor(3.0), out.clone(), x, max_denoise=True).flatten()),
+    }
+    pg = MA.ModelSamplingContinuousEDM().patch(m, "edm_playground_v2.5", 80.0, 0.002)[0]
+    fmt = pg.model_options["latent_format"]
+    lat = torch.linspace(-2, 2, 16).reshape(1, 4, 2, 2)
+    got["playground_in"] = _l(fmt.process_in(lat).flatten())
+    got["playground_out"] = _l(fmt.process_out(lat).flatten())
+    wrong = {k: (got[k], REF_MORE[k]) for k in REF_MORE if not _close(got[k], REF_MORE[k])}
+    assert not wrong and set(got) == set(REF_MORE)
+
+
 def test_split_flip_set_first_sigma_exact():
     s = torch.tensor([10.0, 5.0, 2.0, 1.0, 0.0])
     high, low = N.SplitSigmas().get_sigmas(s, 2)
@@ -152,7 +187,9 @@ def test_bad_inputs_raise_clear_errors():
     with pytest.raises(ValueError):
         X.GITSScheduler().get_sigmas(0.82, 10, 1.0)
     with pytest.raises(ValueError):
-        MA.ModelSamplingContinuousEDM().patch(_Model(DiscreteSampling()), "cosmos_rflow", 120.0, 0.002)
+        MA.ModelSamplingContinuousEDM().patch(_Model(DiscreteSampling()), "flow", 120.0, 0.002)
+    with pytest.raises(ValueError):
+        MA.ModelSamplingContinuousEDM().patch(_Model(DiscreteSampling()), "edm", 120.0, 0.0)
     with pytest.raises(ValueError):
         N.ExponentialScheduler().get_sigmas(4, 14.6, 0.0)
 

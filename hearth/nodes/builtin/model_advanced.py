@@ -53,13 +53,18 @@ class ModelSamplingContinuousEDM:
     def patch(self, model, sampling, sigma_max, sigma_min):
         from hearth.sampling.model_sampling import ContinuousSampling
 
-        kinds = {"eps": ("eps", 1.0), "v_prediction": ("v", 1.0), "edm": ("edm", 0.5)}
+        # sampling -> (prediction, sigma_data, time parameterisation)
+        kinds = {"eps": ("eps", 1.0, "edm"), "v_prediction": ("v", 1.0, "edm"), "edm": ("edm", 0.5, "edm"),
+                 "edm_playground_v2.5": ("edm", 0.5, "edm"), "cosmos_rflow": ("cosmos_rflow", 1.0, "rflow")}
         if sampling not in kinds:
-            raise ValueError(f"ModelSamplingContinuousEDM: sampling {sampling!r} is not supported by Hearth "
-                             "(its latent format / rectified-flow model family is not one Hearth loads)")
-        prediction, sigma_data = kinds[sampling]
+            raise ValueError(f"unknown sampling {sampling!r}")
+        prediction, sigma_data, time = kinds[sampling]
         m = model.clone()
-        m.model_sampling = ContinuousSampling(prediction, sigma_min, sigma_max, sigma_data, time="edm")
+        m.model_sampling = ContinuousSampling(prediction, sigma_min, sigma_max, sigma_data, time=time)
+        if sampling == "edm_playground_v2.5":
+            from hearth.sampling.latent_formats import PLAYGROUND_2_5_LATENT
+
+            m.model_options["latent_format"] = PLAYGROUND_2_5_LATENT
         return (m,)
 
 
