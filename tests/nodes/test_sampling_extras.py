@@ -200,3 +200,54 @@ def test_table_schedulers_shapes():
     assert X.AlignYourStepsScheduler().get_sigmas("SD1", 10, 0.0)[0].numel() == 0
     (opt,) = X.OptimalStepsScheduler().get_sigmas("Wan", 20, 1.0)
     assert opt.shape == (21,) and torch.all(opt[:-1] > opt[1:])
+
+
+# First six values of each guidance hook's output for the inputs below, measured ad hoc with ComfyUI 0.3.64's
+# own nodes (nodes_cfg, nodes_eps, nodes_apg, nodes_model_advanced.RescaleCFG) on the same tensors.
+HOOKS_REF = {
+    "zero": [0.096037, -1.545856, 7.254032, 2.163786, 5.980207, 2.948826],
+    "norm": [0.080507, -0.681803, 1.36018, 0.321614, 1.561548, 0.325236],
+    "eps": [0.172236, -1.063585, 9.264287, 2.611487, 4.486255, 2.750968],
+    "apg": [-0.022691, -0.371055, 0.063159, 0.07635, 1.277508, 0.422147],
+    "rescale": [-1.084721, -0.548652, -4.420452, -1.570876, -1.273212, -0.627309],
+}
+
+
+def test_guidance_hooks_match_comfyui():
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(2, 4, 3, 3, generator=g)
+    cd = torch.randn(2, 4, 3, 3, generator=g)
+    ud = torch.randn(2, 4, 3, 3, generator=g)
+    sigma, scale = torch.tensor([2.0, 0.5]), 4.0
+    den = ud + (cd - ud) * scale
+
+    def post_args():
+        return {"denoised": den.clone(), "cond_denoised": cd, "uncond_denoised": ud, "cond_scale": scale,
+                "input": x, "sigma": sigma, "cond": None, "uncond": None, "model": None, "model_options": {}}
+
+    def pre_args(s=sigma):
+        return {"conds_out": [cd, ud], "cond_scale": scale, "sigma": s, "timestep": s, "input": x,
+                "conds": [None, None], "model": None, "model_options": {}}
+
+    def hook(patched, key):
+        value = patched.model_options[key]
+        return value[-1] if isinstance(value, list) else value
+
+    m = _Model(DiscreteSampling())
+    post = "sampler_post_cfg_function"
+    got = {
+        "zero": hook(X.CFGZeroStar().patch(m)[0], post)(post_args()),
+        "norm": hook(X.CFGNorm().patch(m, 0.8)[0], post)(post_args()),
+        "eps": hook(X.EpsilonScaling().patch(m, 1.01)[0], post)(post_args()),
+        "rescale": hook(MA.RescaleCFG().patch(m, 0.7)[0], "sampler_cfg_function")(
+            {"cond": x - cd, "uncond": x - ud, "cond_scale": scale, "timestep": sigma, "input": x, "sigma": sigma,
+             "cond_denoised": cd, "uncond_denoised": ud, "model": None, "model_options": {}}),
+    }
+    apg = hook(X.APG().patch(m, 0.5, 3.0, 0.4)[0], "sampler_pre_cfg_function")
+    first = apg(pre_args())
+    apg(pre_args(torch.tensor([1.0, 0.2])))  # momentum carries over while sigma falls …
+    apg(pre_args(torch.tensor([5.0, 1.0])))  # … and resets when it rises (a new run)
+    got["apg"] = first[0]
+    for key, ref in HOOKS_REF.items():
+        assert _close([round(v, 6) for v in _l(got[key].flatten()[:6])], ref), key
+    assert m.model_options == {}  # the input model is not patched
