@@ -251,3 +251,44 @@ def test_guidance_hooks_match_comfyui():
     for key, ref in HOOKS_REF.items():
         assert _close([round(v, 6) for v in _l(got[key].flatten()[:6])], ref), key
     assert m.model_options == {}  # the input model is not patched
+
+
+def test_noise_values():
+    from hearth.sampling.noise import prepare_noise
+
+    latent = {"samples": torch.zeros(2, 4, 3, 3)}
+    (noise,) = N.RandomNoise().get_noise(42)
+    assert noise.seed == 42 and torch.equal(noise.generate_noise(latent), prepare_noise(latent["samples"], 42))
+    # a latent taken out of a larger batch gets the draw its index has in that batch (per-item draws)
+    picked = noise.generate_noise({"samples": torch.zeros(1, 4, 3, 3), "batch_index": [1]})
+    assert torch.equal(picked[0], prepare_noise(latent["samples"], 42, [0, 1])[1])
+    (empty,) = N.DisableNoise().get_noise()
+    assert empty.seed == 0 and not empty.generate_noise(latent).any()
+
+
+def test_sampler_values_carry_their_options():
+    (s,) = N.SamplerDPMPP_2M_SDE().get_sampler("heun", 0.5, 1.2, "cpu")
+    assert s.sampler_function.__name__ == "sample_dpmpp_2m_sde"
+    assert s.extra_options == {"eta": 0.5, "s_noise": 1.2, "solver_type": "heun"}
+    (s,) = N.KSamplerSelect().get_sampler("ddim")
+    assert s.inpaint_options == {"random": True}
+    (s,) = N.SamplerER_SDE().get_sampler("ODE", 2, 0.7, 1.0)
+    assert s.extra_options["s_noise"] == 0 and s.extra_options["noise_scaler"](torch.tensor(2.0)) == 2.0
+    (s,) = N.SamplerSASolver().get_sampler(_Model(DiscreteSampling()), 0.7, 0.2, 0.8, 1.0, 3, 4, False, True)
+    tau = s.extra_options["tau_func"]
+    assert tau(torch.tensor(1.0)) == 0.7 and tau(100.0) == 0.0 and tau(0.001) == 0.0
+    with pytest.raises(ValueError):
+        N.KSamplerSelect().get_sampler("no_such_sampler")
+
+
+def test_sampler_custom_advanced_rejects_bad_inputs():
+    from hearth.sampling.custom import EmptyNoise
+    from hearth.sampling.ksampler import CFGGuider, sampler_object
+
+    guider = CFGGuider(_Model(DiscreteSampling()))
+    with pytest.raises(ValueError):
+        N.SamplerCustomAdvanced().sample(EmptyNoise(), guider, sampler_object("euler"), "not sigmas",
+                                         {"samples": torch.zeros(1, 4, 8, 8)})
+    with pytest.raises(ValueError):
+        N.SamplerCustomAdvanced().sample(EmptyNoise(), guider, sampler_object("euler"), torch.tensor([1.0, 0.0]),
+                                         {"not_samples": 1})
