@@ -12,6 +12,7 @@ also what the custom-sampling nodes (SamplerCustomAdvanced …) build piece by p
 """
 from __future__ import annotations
 
+import inspect
 import math
 from typing import Callable
 
@@ -97,6 +98,11 @@ class Sampler:
         self.sampler_function = function
         self.extra_options = dict(extra_options or {})
         self.inpaint_options = dict(inpaint_options or {})
+        # functions written for ComfyUI take a progress-bar flag ``disable``; Hearth's own do not
+        try:
+            self._takes_disable = "disable" in inspect.signature(function).parameters
+        except (TypeError, ValueError):
+            self._takes_disable = False
 
     @staticmethod
     def max_denoise(model_sampling, sigmas) -> bool:
@@ -118,8 +124,10 @@ class Sampler:
         total = len(sigmas) - 1
         k_callback = None if callback is None else (
             lambda info: callback(info["i"], info["denoised"], info["x"], total))
-        out = self.sampler_function(model_k, x, sigmas, extra_args=extra_args, callback=k_callback,
-                                    **self.extra_options)
+        options = dict(self.extra_options)
+        if self._takes_disable:
+            options["disable"] = disable_pbar
+        out = self.sampler_function(model_k, x, sigmas, extra_args=extra_args, callback=k_callback, **options)
         return ms.inverse_noise_scaling(sigmas[-1], out)
 
 
@@ -206,6 +214,16 @@ class CFGGuider:
         finally:
             self.conds = {}
             self.inner_model = None
+
+
+def guided_sample(model, noise, positive, negative, cfg, device, sampler: Sampler, sigmas, model_options=None,
+                  latent_image=None, denoise_mask=None, callback=None, disable_pbar=False, seed=None):
+    """ComfyUI's ``comfy.samplers.sample``: a CFGGuider over the model's own options runs ``sampler``
+    (``device`` and ``model_options`` are accepted and, as there, not used)."""
+    guider = CFGGuider(model)
+    guider.set_conds(positive, negative)
+    guider.set_cfg(cfg)
+    return guider.sample(noise, latent_image, sampler, sigmas, denoise_mask, callback, disable_pbar, seed)
 
 
 def sample_with_sigmas(model, noise: torch.Tensor, positive, negative, cfg: float, sampler_name: str,

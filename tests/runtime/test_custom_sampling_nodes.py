@@ -237,3 +237,57 @@ def test_schedulers_and_sigma_nodes_through_the_engine(harness):
     for sig in (["31", 1], ["32", 0], ["33", 0]):
         out = latent_of(harness, custom_advanced(seed=3, sigmas=sig, extra=extra))
         assert torch.isfinite(out).all()
+
+
+def test_comfy_samplers_facade_is_hearths_mechanism():
+    """Packs reach CFGGuider / KSAMPLER / sampler_object / sample_custom through the comfy.* facades."""
+    import importlib.util
+    from pathlib import Path
+
+    from hearth.sampling import ksampler
+
+    def load(name):  # the facade file, loaded standalone (the finder that maps comfy.* is not installed here)
+        path = Path(ksampler.__file__).parents[1] / "compat" / "shims" / "comfy" / f"{name}.py"
+        spec = importlib.util.spec_from_file_location(f"_facade_comfy_{name}", path)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        return module
+
+    comfy_sample, comfy_samplers = load("sample"), load("samplers")
+    from hearth.sampling.noise import prepare_noise
+    from tests.runtime.test_sampling import FakeModel, cond
+
+    assert comfy_samplers.CFGGuider is ksampler.CFGGuider and comfy_samplers.KSAMPLER is ksampler.Sampler
+    latent = torch.zeros(1, 4, 4, 4)
+    sigmas = ksampler.calculate_sigmas(FakeModel().model_sampling, "euler", "karras", 4)
+    reference = ksampler.ksample(FakeModel(), prepare_noise(latent, 3), 4, 3.0, "euler", "karras", cond(1), cond(-1),
+                                 latent, seed=3)
+
+    calls = []
+
+    def sample_pack_euler(model, x, sigmas, extra_args=None, callback=None, disable=None):
+        calls.append(disable)
+        s_in = x.new_ones([x.shape[0]])
+        for i in range(len(sigmas) - 1):
+            denoised = model(x, sigmas[i] * s_in, **extra_args)
+            x = x + (x - denoised) / sigmas[i] * (sigmas[i + 1] - sigmas[i])
+        return x
+
+    out = comfy_sample.sample_custom(FakeModel(), prepare_noise(latent, 3), 3.0,
+                                     comfy_samplers.KSAMPLER(sample_pack_euler), sigmas, cond(1), cond(-1), latent,
+                                     disable_pbar=True, seed=3)
+    assert calls == [True] and torch.allclose(out, reference, atol=1e-6)
+    out = comfy_sample.sample_custom(FakeModel(), prepare_noise(latent, 3), 3.0, comfy_samplers.sampler_object("euler"),
+                                     sigmas, cond(1), cond(-1), latent, seed=3)
+    assert torch.equal(out, reference)
+
+    class HalfGuider(comfy_samplers.CFGGuider):  # a pack's guider: the mean of the two predictions
+        def predict_noise(self, x, timestep, model_options={}, seed=None):
+            conds = [self.conds["positive"], self.conds["negative"]]
+            pos, neg = comfy_samplers.calc_cond_batch(self.inner_model, conds, x, timestep, model_options)
+            return (pos + neg) / 2
+
+    guider = HalfGuider(FakeModel())
+    guider.set_conds(cond(1), cond(-1))
+    out = guider.sample(prepare_noise(latent, 3), latent, comfy_samplers.ksampler("euler"), sigmas, seed=3)
+    assert out.shape == latent.shape and not torch.equal(out, reference)

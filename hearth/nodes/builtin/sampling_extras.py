@@ -211,7 +211,7 @@ class APG:
         return {"required": {
             "model": ("MODEL", {}),
             "eta": ("FLOAT", {"default": 1.0, "min": -10.0, "max": 10.0, "step": 0.01,
-                              "tooltip": "Weight of the guidance component parallel to the prediction (1: plain CFG)."}),
+                              "tooltip": "Weight of the guidance parallel to the prediction (1: plain CFG)."}),
             "norm_threshold": ("FLOAT", {"default": 5.0, "min": 0.0, "max": 50.0, "step": 0.1,
                                          "tooltip": "Cap on the guidance vector's norm (0: no cap)."}),
             "momentum": ("FLOAT", {"default": 0.0, "min": -5.0, "max": 1.0, "step": 0.01,
