@@ -65,9 +65,9 @@ class KSampler:
                 sigmas = sigmas[start_step:]
             else:
                 return latent_image
+        # as in ComfyUI, the run uses the model's own model_options (patches), not KSampler's
         return sample_with_sigmas(self.model, noise, positive, negative, cfg, self.sampler, sigmas, latent_image,
-                                  noise_mask=denoise_mask, callback=callback, seed=seed,
-                                  model_options=self.model_options)
+                                  noise_mask=denoise_mask, callback=callback, seed=seed)
 
 
 def _ksampler_attr(name: str):
