@@ -15,6 +15,7 @@ from hearth.runtime.families import Family
 from hearth.runtime.patcher import Patcher
 from hearth.sampling import guidance
 from hearth.sampling.model_sampling import DiscreteSampling
+from hearth.sampling.precision import compute_dtype
 
 
 def timestep_embedding(t: torch.Tensor, dim: int, max_period: float = 10000.0) -> torch.Tensor:
@@ -35,19 +36,6 @@ def _blank_inpaint_image_like(latent: torch.Tensor) -> torch.Tensor:
         if c < blank.shape[1]:
             blank[:, c] *= v
     return blank
-
-
-def _compute_dtype(name, weight_dtype, device):
-    """Run the network in ``name``'s dtype (ModelComputeDtype): autocast to fp16/bf16; fp32 needs fp32 weights."""
-    import contextlib
-
-    wanted = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}.get(name)
-    if wanted is None or wanted == weight_dtype:
-        return contextlib.nullcontext()
-    if wanted == torch.float32:
-        raise ValueError(f"ModelComputeDtype fp32: the weights are loaded in {weight_dtype}; load the model in "
-                         "fp32 to compute in fp32")
-    return torch.autocast(device_type=torch.device(device).type, dtype=wanted)
 
 
 class DiffusionModel:
@@ -101,7 +89,7 @@ class DiffusionModel:
         kwargs = {}
         if y is not None:
             kwargs["class_labels"] = y.to(device=device, dtype=dtype)
-        with _compute_dtype(self.model_options.get("compute_dtype"), dtype, device):  # ModelComputeDtype
+        with compute_dtype(self.model_options.get("compute_dtype"), dtype, device):  # ModelComputeDtype
             out = self.unet(xc.to(device=device, dtype=dtype), t.to(device), encoder_hidden_states=context,
                             return_dict=False, **kwargs)[0].float()
         return ms.calculate_denoised(sigma, out, x)

@@ -10,4 +10,5 @@
                        KSampler = CFGGuider + sampler_object(name) + calculate_sigmas(...)
     custom.py          NOISE values, guider variants (basic, dual CFG, perp-neg), extra sampler functions
     latent_formats.py  latent formats a sampling patch can set (Playground v2.5)
+    precision.py       the network's compute dtype (ModelComputeDtype)
 """
