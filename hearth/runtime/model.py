@@ -15,6 +15,7 @@ from hearth.runtime.families import Family
 from hearth.runtime.patcher import Patcher
 from hearth.sampling import guidance
 from hearth.sampling.model_sampling import DiscreteSampling
+from hearth.sampling.precision import compute_dtype
 
 
 def timestep_embedding(t: torch.Tensor, dim: int, max_period: float = 10000.0) -> torch.Tensor:
@@ -51,7 +52,7 @@ class DiffusionModel:
     # --- identity / cloning ---------------------------------------------------------------------
     @property
     def latent_format(self):
-        return self.family.latent
+        return self.model_options.get("latent_format") or self.family.latent  # a sampling patch may set it
 
     @property
     def inpaint(self) -> bool:
@@ -88,15 +89,16 @@ class DiffusionModel:
         kwargs = {}
         if y is not None:
             kwargs["class_labels"] = y.to(device=device, dtype=dtype)
-        if gligen is not None:  # GLIGEN boxes: fusers attached to the transformer blocks for this call
-            from hearth.runtime.gligen import patched
+        with compute_dtype(self.model_options.get("compute_dtype"), dtype, device):  # ModelComputeDtype
+            if gligen is not None:  # GLIGEN boxes: fusers attached to the transformer blocks for this call
+                from hearth.runtime.gligen import patched
 
-            with holder.lock, patched(self.unet, gligen, x.shape, device, dtype):
+                with holder.lock, patched(self.unet, gligen, x.shape, device, dtype):
+                    out = self.unet(xc.to(device=device, dtype=dtype), t.to(device), encoder_hidden_states=context,
+                                    return_dict=False, **kwargs)[0].float()
+            else:
                 out = self.unet(xc.to(device=device, dtype=dtype), t.to(device), encoder_hidden_states=context,
                                 return_dict=False, **kwargs)[0].float()
-            return ms.calculate_denoised(sigma, out, x)
-        out = self.unet(xc.to(device=device, dtype=dtype), t.to(device), encoder_hidden_states=context,
-                        return_dict=False, **kwargs)[0].float()
         return ms.calculate_denoised(sigma, out, x)
 
     def extra_conds(self, **kw) -> dict[str, Any]:

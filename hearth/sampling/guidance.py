@@ -465,5 +465,13 @@ def sampling_function(model, x, timestep, uncond, cond, cond_scale, model_option
         uncond_ = None
     else:
         uncond_ = uncond
-    cond_pred, uncond_pred = calc_cond_batch(model, [cond, uncond_], x, timestep, model_options)
-    return cfg_function(model, cond_pred, uncond_pred, cond_scale, x, timestep, model_options, cond, uncond_)
+    conds = [cond, uncond_]
+    if "sampler_calc_cond_batch_function" in model_options:
+        out = model_options["sampler_calc_cond_batch_function"](
+            {"conds": conds, "input": x, "sigma": timestep, "model": model, "model_options": model_options})
+    else:
+        out = calc_cond_batch(model, conds, x, timestep, model_options)
+    for fn in model_options.get("sampler_pre_cfg_function", []):
+        out = fn({"conds": conds, "conds_out": out, "cond_scale": cond_scale, "timestep": timestep, "input": x,
+                  "sigma": timestep, "model": model, "model_options": model_options})
+    return cfg_function(model, out[0], out[1], cond_scale, x, timestep, model_options, cond, uncond_)

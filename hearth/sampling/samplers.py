@@ -1174,9 +1174,22 @@ def _sa_exponential_coeffs(s, t, order, tau):
     return coeff @ product_terms
 
 
-def _sa_b_coeffs(sigma_next, lambdas, lambda_s, lambda_t, tau):
-    """Stochastic Adams b_i coefficients (Xue et al. 2023, eqs. 15 and 18)."""
+def _sa_b_coeffs(sigma_next, lambdas, lambda_s, lambda_t, tau, simple_order_2=False, corrector=False):
+    """Stochastic Adams b_i coefficients (Xue et al. 2023, eqs. 15 and 18).
+
+    ``simple_order_2``: for two points use the paper's simplified order-2 predictor/corrector (appendix D).
+    """
     n = lambdas.shape[0]
+    if simple_order_2 and n == 2:
+        tau_mul = 1 + tau ** 2
+        h = lambda_t - lambda_s
+        alpha_t = sigma_next * lambda_t.exp()
+        whole = alpha_t * (-h * tau_mul).expm1().neg()
+        if corrector:
+            b_1 = alpha_t * (0.5 * tau_mul * h)
+            return torch.stack([whole - b_1, b_1])
+        b_2 = alpha_t * (0.5 * tau_mul * h ** 2) / (lambdas[-2] - lambda_s)
+        return torch.stack([b_2, whole - b_2])
     integrals = _sa_exponential_coeffs(lambda_s, lambda_t, n, tau)
     vander_t = torch.vander(lambdas, n, increasing=True).T
     return sigma_next * lambda_t.exp() * torch.linalg.solve(vander_t, integrals)
@@ -1184,7 +1197,8 @@ def _sa_b_coeffs(sigma_next, lambdas, lambda_s, lambda_t, tau):
 
 @torch.no_grad()
 def sample_sa_solver(model, x, sigmas, extra_args=None, callback=None, tau_func=None, s_noise=1.0,
-                     noise_sampler=None, predictor_order=3, corrector_order=4, use_pece=False):
+                     noise_sampler=None, predictor_order=3, corrector_order=4, use_pece=False,
+                     simple_order_2=False):
     """Stochastic Adams predictor-corrector solver (SA-Solver, Xue et al. 2023)."""
     if len(sigmas) <= 1:
         return x
@@ -1218,7 +1232,8 @@ def sample_sa_solver(model, x, sigmas, extra_args=None, callback=None, tau_func=
         if c_order == 0:
             x = x_pred
         else:
-            b = _sa_b_coeffs(sigmas[i], lambdas[i - c_order + 1:i + 1], lambdas[i - 1], lambdas[i], tau_t)
+            b = _sa_b_coeffs(sigmas[i], lambdas[i - c_order + 1:i + 1], lambdas[i - 1], lambdas[i], tau_t,
+                                 simple_order_2, corrector=True)
             corr = torch.tensordot(torch.stack(preds[-c_order:], dim=1), b, dims=([1], [0]))
             x = sigmas[i] / sigmas[i - 1] * (-(tau_t ** 2) * h).exp() * x + corr
             if tau_t > 0 and s_noise > 0:
@@ -1230,7 +1245,8 @@ def sample_sa_solver(model, x, sigmas, extra_args=None, callback=None, tau_func=
             x = denoised
         else:
             tau_t = tau_func(sigmas[i + 1])
-            b = _sa_b_coeffs(sigmas[i + 1], lambdas[i - p_order + 1:i + 1], lambdas[i], lambdas[i + 1], tau_t)
+            b = _sa_b_coeffs(sigmas[i + 1], lambdas[i - p_order + 1:i + 1], lambdas[i], lambdas[i + 1], tau_t,
+                                 simple_order_2)
             pred = torch.tensordot(torch.stack(preds[-p_order:], dim=1), b, dims=([1], [0]))
             h = lambdas[i + 1] - lambdas[i]
             x_pred = sigmas[i + 1] / sigmas[i] * (-(tau_t ** 2) * h).exp() * x + pred

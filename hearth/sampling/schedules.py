@@ -138,3 +138,51 @@ def calculate_sigmas(ms, scheduler: str, steps: int) -> torch.Tensor:
     if uses_ms:
         return fn(ms, steps)
     return fn(steps, float(ms.sigma_min), float(ms.sigma_max))
+
+
+# --- the custom-sampling schedulers (k-diffusion's constructions) ---------------------------------
+
+def polyexponential(n: int, sigma_min: float, sigma_max: float, rho: float = 1.0) -> torch.Tensor:
+    """log sigma follows a polynomial ramp of degree ``rho`` from log sigma_max to log sigma_min."""
+    ramp = torch.linspace(1, 0, n) ** rho
+    return _append_zero(torch.exp(ramp * (math.log(sigma_max) - math.log(sigma_min)) + math.log(sigma_min)))
+
+
+def vp(n: int, beta_d: float = 19.9, beta_min: float = 0.1, eps_s: float = 1e-3) -> torch.Tensor:
+    """The continuous variance-preserving schedule of Song et al. (2021)."""
+    t = torch.linspace(1, eps_s, n)
+    return _append_zero(torch.sqrt(torch.special.expm1(beta_d * t ** 2 / 2 + beta_min * t)))
+
+
+def laplace(n: int, sigma_min: float, sigma_max: float, mu: float = 0.0, beta: float = 0.5) -> torch.Tensor:
+    """log sigma at the quantiles of a Laplace(mu, beta) distribution (Hang et al. 2024), clamped; no final 0."""
+    x = torch.linspace(0, 1, n)
+    centred = 0.5 - x
+    log_sigma = mu - beta * torch.sign(centred) * torch.log(1 - 2 * torch.abs(centred) + 1e-5)
+    return torch.clamp(torch.exp(log_sigma), min=sigma_min, max=sigma_max)
+
+
+def loglinear_interp(levels, num_steps: int):
+    """Resample a decreasing list of noise levels to ``num_steps`` points, linearly in log space (numpy array)."""
+    import numpy as np
+
+    xs = np.linspace(0, 1, len(levels))
+    ys = np.log(np.asarray(levels, dtype=np.float64)[::-1])
+    new_ys = np.interp(np.linspace(0, 1, num_steps), xs, ys)
+    return np.exp(new_ys)[::-1].copy()
+
+
+def from_table(levels, steps: int, denoise: float) -> torch.Tensor:
+    """A schedule from a published table of noise levels (AYS, GITS, OptimalSteps): ``steps`` steps, resampled
+    when the table has another length, keeping the last ``round(steps * denoise)`` steps; the final sigma is 0."""
+    total = steps
+    if denoise < 1.0:
+        if denoise <= 0.0:
+            return torch.FloatTensor([])
+        total = round(steps * denoise)
+    sigmas = list(levels)
+    if steps + 1 != len(sigmas):
+        sigmas = loglinear_interp(sigmas, steps + 1)
+    sigmas = sigmas[-(total + 1):]
+    sigmas[-1] = 0
+    return torch.FloatTensor(sigmas)

@@ -1,7 +1,7 @@
 """ComfyUI's ``comfy.sample``: seeded noise and KSampler runs over Hearth's sampling."""
 from __future__ import annotations
 
-from hearth.compat.shims_support import module_getattr, not_provided
+from hearth.compat.shims_support import module_getattr
 
 
 def prepare_noise(latent_image, seed: int, noise_inds=None):
@@ -36,7 +36,12 @@ def sample(model, noise, steps, cfg, sampler_name, scheduler, positive, negative
                    seed=seed).cpu()
 
 
-sample_custom = not_provided("comfy.sample.sample_custom", "custom SAMPLER/SIGMAS pipelines are not supported yet")
+def sample_custom(model, noise, cfg, sampler, sigmas, positive, negative, latent_image, noise_mask=None,
+                  callback=None, disable_pbar=False, seed=None):
+    from hearth.sampling.ksampler import guided_sample
+
+    return guided_sample(model, noise, positive, negative, cfg, None, sampler, sigmas, latent_image=latent_image,
+                         denoise_mask=noise_mask, callback=callback, disable_pbar=disable_pbar, seed=seed).cpu()
 
 
 def cleanup_additional_models(models) -> None:

@@ -3,7 +3,7 @@ their INPUT_TYPES, read without importing torch) and ``KSampler`` over Hearth's 
 (``hearth.sampling.ksampler``)."""
 from __future__ import annotations
 
-from hearth.compat.shims_support import module_getattr, not_provided, not_provided_class
+from hearth.compat.shims_support import module_getattr
 from hearth.nodes.builtin.sd import KSAMPLER_NAMES, SAMPLER_NAMES, SCHEDULER_NAMES  # torch-free lists
 
 KSAMPLER_NAMES = list(KSAMPLER_NAMES)
@@ -65,18 +65,42 @@ class KSampler:
                 sigmas = sigmas[start_step:]
             else:
                 return latent_image
+        # as in ComfyUI, the run uses the model's own model_options (patches), not KSampler's
         return sample_with_sigmas(self.model, noise, positive, negative, cfg, self.sampler, sigmas, latent_image,
-                                  noise_mask=denoise_mask, callback=callback, seed=seed,
-                                  model_options=self.model_options)
+                                  noise_mask=denoise_mask, callback=callback, seed=seed)
 
 
-sampler_object = not_provided("comfy.samplers.sampler_object", "Hearth's samplers are plain functions; "
-                              "custom SAMPLER objects are not supported yet")
-ksampler = not_provided("comfy.samplers.ksampler", "custom SAMPLER objects are not supported yet")
-sample = not_provided("comfy.samplers.sample", "use comfy.sample.sample")
-CFGGuider = not_provided_class("comfy.samplers.CFGGuider", "custom guiders are not supported yet")
-KSAMPLER = not_provided_class("comfy.samplers.KSAMPLER", "custom SAMPLER objects are not supported yet")
+def _ksampler_attr(name: str):
+    def get():
+        from hearth.sampling import ksampler
 
-Sampler = not_provided_class("comfy.samplers.Sampler", "custom SAMPLER objects are not supported yet")
+        return getattr(ksampler, name)
 
-__getattr__ = module_getattr("comfy.samplers")
+    return get
+
+
+def _guidance_attr(name: str):
+    def get():
+        from hearth.sampling import guidance
+
+        return getattr(guidance, name)
+
+    return get
+
+
+# Hearth's one sampling mechanism (hearth.sampling.ksampler), loaded on first use so that importing this
+# module stays torch-free: CFGGuider (packs subclass it), KSAMPLER/Sampler objects, sampler_object/ksampler,
+# sample(), and the guidance helpers custom guiders call.
+__getattr__ = module_getattr("comfy.samplers", {
+    "CFGGuider": _ksampler_attr("CFGGuider"),
+    "KSAMPLER": _ksampler_attr("Sampler"),
+    "Sampler": _ksampler_attr("Sampler"),
+    "KSamplerX0Inpaint": _ksampler_attr("Denoiser"),
+    "sampler_object": _ksampler_attr("sampler_object"),
+    "ksampler": _ksampler_attr("ksampler"),
+    "sample": _ksampler_attr("guided_sample"),
+    "calc_cond_batch": _guidance_attr("calc_cond_batch"),
+    "cfg_function": _guidance_attr("cfg_function"),
+    "sampling_function": _guidance_attr("sampling_function"),
+    "encode_model_conds": _guidance_attr("encode_model_conds"),
+})
