@@ -76,7 +76,8 @@ class DiffusionModel:
         return device
 
     # --- running --------------------------------------------------------------------------------
-    def apply_model(self, x, sigma, c_crossattn=None, y=None, c_concat=None, **_ignored) -> torch.Tensor:
+    def apply_model(self, x, sigma, c_crossattn=None, y=None, c_concat=None, control=None,
+                    **_ignored) -> torch.Tensor:
         ms = self.model_sampling
         xc = ms.calculate_input(sigma, x)
         if c_concat is not None:
@@ -88,6 +89,10 @@ class DiffusionModel:
         kwargs = {}
         if y is not None:
             kwargs["class_labels"] = y.to(device=device, dtype=dtype)
+        if control is not None:  # ControlNet / T2I-Adapter residuals (see hearth.runtime.controlnet)
+            from hearth.runtime.controlnet import unet_residuals
+
+            kwargs.update(unet_residuals(self.unet, control, xc.shape, device, dtype))
         out = self.unet(xc.to(device=device, dtype=dtype), t.to(device), encoder_hidden_states=context,
                         return_dict=False, **kwargs)[0].float()
         return ms.calculate_denoised(sigma, out, x)
