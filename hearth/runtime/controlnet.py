@@ -152,6 +152,10 @@ class ControlBase:
         c.timestep_range = (ms.percent_to_sigma(self.timestep_percent_range[0]),
                             ms.percent_to_sigma(self.timestep_percent_range[1]))
         c.model = model
+        network = getattr(self, "network", None)
+        if network is not None:  # place it beside the UNet now (and the UNet back, should that evict it)
+            network.manager.load(network.holder)
+            model.prepare()
         if self.previous_controlnet is not None:
             c.previous_controlnet = self.previous_controlnet.bind(model)
         return c

@@ -119,6 +119,8 @@ def cn_base(tmp_path_factory):
         diff[k] = v - sd15[base_key] if base_key in sd15 else v
     diff["difference"] = torch.tensor([])
     save_file(diff, str(models / "controlnet" / "diff_tiny.safetensors"))
+    save_file(tiny.sdxl_checkpoint(), str(models / "checkpoints" / "sdxl.safetensors"))
+    save_file(tiny.materialise(controlnet_shapes(tiny.SDXL_UNET), g), str(models / "controlnet" / "xl_tiny.safetensors"))
     save_file(diffusers_controlnet_sd(), str(models / "controlnet" / "diffusers_tiny.safetensors"))
     save_file(tiny.materialise(t2i_full_shapes(), g), str(models / "controlnet" / "t2i_full.safetensors"))
     save_file(tiny.materialise(t2i_light_shapes(), g), str(models / "controlnet" / "t2i_light.safetensors"))
@@ -186,6 +188,12 @@ def test_each_layout_loads_and_steers(h, baseline):
         outs[name] = out
     # the same weights with or without the control_model. prefix, safetensors or a weights-only pickle
     assert torch.equal(outs["control_tiny.safetensors"], outs["bare_tiny.pth"])
+
+
+def test_sdxl_controlnet_uses_the_conditioning_vector(h):
+    base = latent(h, prompt("sdxl.safetensors"))
+    out = latent(h, prompt("sdxl.safetensors", controls=[("xl_tiny.safetensors", 1.0, 0.0, 1.0)]))
+    assert torch.isfinite(out).all() and (out - base).abs().max() > 1e-3
 
 
 def test_t2i_adapters_full_and_light(h):
