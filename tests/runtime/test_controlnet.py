@@ -397,3 +397,33 @@ def test_bad_files_are_refused_clearly(h, cn_base):
         load_controlnet(folder / "broken.safetensors", ModelManager())
     outcome = h.run(prompt(controls=[("not_a_controlnet.safetensors", 1.0, 0.0, 1.0)]), expect="error")
     assert "not_a_controlnet.safetensors" in str(outcome.error)
+
+
+# Measured with ComfyUI 0.3.64's own ``comfy.cldm.cldm.ControlNet`` (its diffusers-format key conversion for
+# the second file) on the same files and inputs, in an ad-hoc run: sum and sum of |x| of each residual
+# (4 skip residuals, then the middle one).
+COMFYUI_RESIDUALS = {
+    "control_tiny.safetensors": ([12.9506, -235.5051, -116.4978, -142.2609, -307.6756],
+                                 [2623.476, 5581.385, 1207.19, 2747.41, 3758.212]),
+    "diffusers_tiny.safetensors": ([67.6728, 66.181, -83.5823, -149.6942, -172.6649],
+                                   [2818.453, 5085.815, 1105.568, 2330.457, 3589.974]),
+}
+
+
+def test_residuals_match_comfyui(h):
+    from hearth.runtime.controlnet import load_controlnet
+
+    g = torch.Generator().manual_seed(5)
+    x = torch.randn(2, 4, 8, 8, generator=g)
+    hint = torch.rand(1, 3, 64, 64, generator=g)
+    t = torch.tensor([999.0, 421.0])
+    ctx = torch.randn(2, 77, 32, generator=g)
+    for name, (sums, abs_sums) in COMFYUI_RESIDUALS.items():
+        net = load_controlnet(h.folders.full_path("controlnet", name), _manager_of(h)).network.holder.module
+        with torch.inference_mode():
+            down, mid = net(x, t, encoder_hidden_states=ctx, controlnet_cond=hint, return_dict=False)
+        got = list(down) + [mid]
+        assert len(got) == len(sums)
+        for r, s, a in zip(got, sums, abs_sums):
+            assert abs(float(r.double().sum()) - s) < 0.05, name
+            assert abs(float(r.double().abs().sum()) - a) < 1e-4 * a, name
