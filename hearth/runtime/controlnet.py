@@ -213,11 +213,13 @@ class ControlNet(ControlBase):
         if context is None:
             raise ValueError("a ControlNet needs a text conditioning (cross attention) input")
         kwargs = {}
-        if holder.module.class_embedding is not None:
+        if self.network.info.get("adm"):
             y = cond.get("y")
             if y is None:
                 raise ValueError("this ControlNet needs SDXL's conditioning vector; use it with an SDXL model")
             kwargs["class_labels"] = y.to(device=device, dtype=dtype)
+        if self.network.info.get("union"):
+            kwargs["control_type"] = list(self.extra_args.get("control_type", []))
         t = ms.timestep(sigma).to(device=device, dtype=dtype)
         xin = ms.calculate_input(sigma, x).to(device=device, dtype=dtype)
         down, mid = holder.module(xin, t, encoder_hidden_states=context.to(device=device, dtype=dtype),
@@ -531,13 +533,146 @@ def _build(factory, state: dict, dtype, what: str):
         raise ControlNetError(str(exc)) from None
 
 
-def _build_controlnet(state: dict, config: dict, manager, name: str) -> _Network:
+def _build_controlnet(state: dict, config: dict, manager, name: str, union: dict | None = None) -> _Network:
     from diffusers import ControlNetModel
 
     from hearth.runtime.patcher import ModuleHolder
 
-    module = _build(lambda: ControlNetModel(**config), state, manager.dtype_for("unet"), f"{name} (ControlNet)")
-    return _Network(ModuleHolder(module, name, "unet"), "controlnet", manager)
+    dtype = manager.dtype_for("unet")
+    module = _build(lambda: ControlNetModel(**config), state, dtype, f"{name} (ControlNet)")
+    if union is not None:
+        module = _union_controlnet(module, union, dtype, name)
+    return _Network(ModuleHolder(module, name, "unet"), "controlnet", manager,
+                    adm="class_embed_type" in config, union=union is not None)
+
+
+UNION_KEYS = ("task_embedding", "transformer_layes.", "spatial_ch_projs.", "control_add_embedding.")
+
+
+def _union_controlnet(net, union: dict, dtype, name: str):
+    """A union ControlNet (xinsir's ControlNet++): the plain network plus its control-type machinery.
+
+    The type (SetUnionControlNetType) adds an embedding of its one-hot vector to the time embedding, and
+    the hint features get, per channel, a learned offset computed from their spatial mean plus the
+    type's task embedding (one transformer layer, then a projection). With no type ("auto") the hint
+    is used as in a plain ControlNet; the type embedding (of an all-zero vector) is still added.
+    """
+    import torch
+    from torch import nn
+
+    from hearth.runtime.model import timestep_embedding
+
+    try:
+        task = union["task_embedding"]
+        types, width = task.shape
+        add_in = union["control_add_embedding.linear_1.weight"].shape[1]
+        add_dim = add_in // types
+        heads = 8
+        layers = sorted({int(k.split(".")[1]) for k in union if k.startswith("transformer_layes.")})
+    except (KeyError, IndexError) as exc:
+        raise ControlNetError(f"incomplete union ControlNet weights ({exc})") from None
+    if width % heads or add_in % types:
+        raise ControlNetError("unexpected union ControlNet shapes")
+
+    class Block(nn.Module):  # pre-norm transformer layer with quick-GELU, fused q/k/v
+        def __init__(self):
+            super().__init__()
+            self.ln_1 = nn.LayerNorm(width)
+            self.in_proj = nn.Linear(width, 3 * width)
+            self.out_proj = nn.Linear(width, width)
+            self.ln_2 = nn.LayerNorm(width)
+            self.c_fc = nn.Linear(width, 4 * width)
+            self.c_proj = nn.Linear(4 * width, width)
+
+        def forward(self, x):
+            b, n, _ = x.shape
+            q, k, v = self.in_proj(self.ln_1(x)).split(width, dim=2)
+            q, k, v = (t.reshape(b, n, heads, width // heads).transpose(1, 2) for t in (q, k, v))
+            a = torch.nn.functional.scaled_dot_product_attention(q, k, v).transpose(1, 2).reshape(b, n, width)
+            x = x + self.out_proj(a)
+            h = self.c_fc(self.ln_2(x))
+            return x + self.c_proj(h * torch.sigmoid(1.702 * h))
+
+    class WithExtra(nn.Module):  # class embedding + the control-type embedding passed after the labels
+        def __init__(self, inner, n_labels):
+            super().__init__()
+            self.inner = inner
+            self.n_labels = n_labels
+
+        def forward(self, labels):
+            extra = labels[:, self.n_labels:]
+            if self.inner is None:
+                return extra
+            return self.inner(labels[:, :self.n_labels]) + extra
+
+    class Union(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.hint_embedding = net.controlnet_cond_embedding
+            net.controlnet_cond_embedding = nn.Identity()
+            n_labels = net.config.projection_class_embeddings_input_dim or 0
+            net.class_embedding = WithExtra(net.class_embedding, n_labels)
+            self.net = net
+            self.task_embedding = nn.Parameter(torch.empty(types, width))
+            self.transformer = nn.ModuleList(Block() for _ in layers)
+            self.spatial_ch_projs = nn.Linear(width, width)
+            self.add_linear_1 = nn.Linear(add_in, union["control_add_embedding.linear_2.weight"].shape[0])
+            self.add_linear_2 = nn.Linear(*union["control_add_embedding.linear_2.weight"].shape[::-1])
+            self.num_types = types
+
+        @property
+        def dtype(self):
+            return self.task_embedding.dtype
+
+        def forward(self, sample, timestep, encoder_hidden_states, controlnet_cond, class_labels=None,
+                    control_type=(), return_dict=False):
+            control_type = list(control_type)
+            if any(c >= self.num_types for c in control_type):
+                raise ValueError(f"control type {max(control_type)} is out of range for this union ControlNet "
+                                 f"({self.num_types} types); the ProMax model has more")
+            one_hot = torch.zeros((self.num_types,), device=sample.device)
+            for c in control_type:
+                one_hot[c] = 1.0
+            add = timestep_embedding(one_hot, add_dim).to(sample.dtype).reshape((1, -1))
+            add = self.add_linear_2(torch.nn.functional.silu(self.add_linear_1(add)))
+            add = add.expand(sample.shape[0], -1)
+            guided = self.hint_embedding(controlnet_cond)
+            if control_type:
+                feat = torch.mean(guided, dim=(2, 3)) + self.task_embedding[control_type[0]].to(guided.dtype)
+                x = feat.unsqueeze(1)
+                for block in self.transformer:
+                    x = block(x)
+                guided = guided + self.spatial_ch_projs(x[:, 0]).unsqueeze(-1).unsqueeze(-1)
+            labels = add if class_labels is None else torch.cat([class_labels.to(add.dtype), add], dim=1)
+            return self.net(sample, timestep, encoder_hidden_states=encoder_hidden_states, controlnet_cond=guided,
+                            class_labels=labels, return_dict=return_dict)
+
+    module = Union()
+    state = {"task_embedding": task, "spatial_ch_projs.weight": union["spatial_ch_projs.weight"],
+             "spatial_ch_projs.bias": union["spatial_ch_projs.bias"]}
+    for part in ("weight", "bias"):
+        state[f"add_linear_1.{part}"] = union[f"control_add_embedding.linear_1.{part}"]
+        state[f"add_linear_2.{part}"] = union[f"control_add_embedding.linear_2.{part}"]
+    rename = {"attn.in_proj_weight": "in_proj.weight", "attn.in_proj_bias": "in_proj.bias",
+              "attn.in_proj.weight": "in_proj.weight", "attn.in_proj.bias": "in_proj.bias",
+              "attn.out_proj.weight": "out_proj.weight", "attn.out_proj.bias": "out_proj.bias",
+              "mlp.c_fc.weight": "c_fc.weight", "mlp.c_fc.bias": "c_fc.bias", "mlp.c_proj.weight": "c_proj.weight",
+              "mlp.c_proj.bias": "c_proj.bias"}
+    for k, v in union.items():
+        if k.startswith("transformer_layes."):
+            _, idx, rest = k.split(".", 2)
+            state[f"transformer.{layers.index(int(idx))}.{rename.get(rest, rest)}"] = v
+    own = {k: v for k, v in module.state_dict().items() if not k.startswith(("net.", "hint_embedding."))}
+    missing = [k for k in own if k not in state]
+    if missing:
+        raise ControlNetError(f"union ControlNet: {len(missing)} weights missing, e.g. {missing[:3]}")
+    for k, ref in own.items():
+        if tuple(state[k].shape) != tuple(ref.shape):
+            raise ControlNetError(f"union ControlNet: {k} has shape {tuple(state[k].shape)}, expected {tuple(ref.shape)}")
+    with torch.no_grad():
+        for k in own:
+            module.get_parameter(k).copy_(state[k].to(dtype))
+    return module.to(dtype).eval().requires_grad_(False)
 
 
 def _controlnet_from_ldm(sd: dict, prefix: str, manager, name: str) -> _Network:
@@ -558,13 +693,16 @@ def _controlnet_from_diffusers(sd: dict, manager, name: str) -> _Network:
     hint_block = [tensor_shape(sd, "controlnet_cond_embedding.conv_in.weight")[0]] + [
         tensor_shape(sd, f"controlnet_cond_embedding.blocks.{j}.weight")[0] for j in range(1, n_blocks, 2)]
     config = _controlnet_config(arch, hint_channels, hint_block)
-    state = {}
+    state, union = {}, {}
     for k in keys:
+        if k.startswith(UNION_KEYS):
+            union[k] = sd[k]
+            continue
         new = k
         if text_time and k.startswith("add_embedding."):
             new = "class_embedding." + k[len("add_embedding."):]
         state[new] = sd[k]
-    return _build_controlnet(state, config, manager, name)
+    return _build_controlnet(state, config, manager, name, union or None)
 
 
 def _t2i_to_diffusers(sd: dict) -> tuple[dict, dict]:
@@ -700,8 +838,6 @@ def _load_network(path: Path, manager, model) -> _Network:
 def _detect_and_build(sd: dict, manager, model, name: str) -> _Network:
     if "lora_controlnet" in sd:
         raise ControlNetError("Control-LoRA files are not supported yet")
-    if "control_add_embedding.linear_1.bias" in sd:
-        raise ControlNetError("union ControlNets (ControlNet++ / ProMax) are not supported yet")
     if "controlnet_cond_embedding.conv_in.weight" in sd:
         return _controlnet_from_diffusers(sd, manager, name)
     if any(k in sd for k in ("controlnet_blocks.0.weight", "controlnet_blocks.0.linear.weight",

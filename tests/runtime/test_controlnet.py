@@ -100,6 +100,24 @@ def diffusers_controlnet_sd(seed: int = 23) -> dict:
     return out
 
 
+def union_extras(width: int = 32, types: int = 6, time_embed: int = 128, seed: int = 29) -> dict:
+    """The extra weights of a union ControlNet (xinsir's ControlNet++), in its file's names."""
+    shapes = {"task_embedding": (types, width), "spatial_ch_projs.weight": (width, width),
+              "spatial_ch_projs.bias": (width,), "control_add_embedding.linear_1.weight": (time_embed, types * 256),
+              "control_add_embedding.linear_1.bias": (time_embed,),
+              "control_add_embedding.linear_2.weight": (time_embed, time_embed),
+              "control_add_embedding.linear_2.bias": (time_embed,)}
+    b = "transformer_layes.0."
+    shapes.update({b + "attn.in_proj_weight": (3 * width, width), b + "attn.in_proj_bias": (3 * width,),
+                   b + "attn.out_proj.weight": (width, width), b + "attn.out_proj.bias": (width,),
+                   b + "ln_1.weight": (width,), b + "ln_1.bias": (width,), b + "ln_2.weight": (width,),
+                   b + "ln_2.bias": (width,), b + "mlp.c_fc.weight": (4 * width, width), b + "mlp.c_fc.bias": (4 * width,),
+                   b + "mlp.c_proj.weight": (width, 4 * width), b + "mlp.c_proj.bias": (width,)})
+    out = tiny.materialise(shapes, torch.Generator().manual_seed(seed))
+    out["task_embedding"] = out["task_embedding"] * 50  # make the type matter
+    return out
+
+
 @pytest.fixture(scope="module")
 def cn_base(tmp_path_factory):
     base = tmp_path_factory.mktemp("hearth_cn")
@@ -122,6 +140,7 @@ def cn_base(tmp_path_factory):
     save_file(tiny.sdxl_checkpoint(), str(models / "checkpoints" / "sdxl.safetensors"))
     save_file(tiny.materialise(controlnet_shapes(tiny.SDXL_UNET), g), str(models / "controlnet" / "xl_tiny.safetensors"))
     save_file(diffusers_controlnet_sd(), str(models / "controlnet" / "diffusers_tiny.safetensors"))
+    save_file({**diffusers_controlnet_sd(), **union_extras()}, str(models / "controlnet" / "union_tiny.safetensors"))
     save_file(tiny.materialise(t2i_full_shapes(), g), str(models / "controlnet" / "t2i_full.safetensors"))
     save_file(tiny.materialise(t2i_light_shapes(), g), str(models / "controlnet" / "t2i_light.safetensors"))
     save_file({"foo.weight": torch.zeros(3, 3)}, str(models / "controlnet" / "not_a_controlnet.safetensors"))
@@ -384,6 +403,21 @@ def test_other_nodes(h, baseline):
     p["5"]["inputs"]["positive"] = ["32", 0]
     out = latent(h, p)
     assert torch.isfinite(out).all()
+
+
+def test_union_controlnet_types(h, baseline):
+    p = prompt(controls=[("union_tiny.safetensors", 1.0, 0.0, 1.0)])
+    auto = latent(h, p)
+    assert not torch.equal(auto, baseline)
+    p["30"] = {"class_type": "SetUnionControlNetType", "inputs": {"control_net": ["20", 0], "type": "depth"}}
+    p["21"]["inputs"]["control_net"] = ["30", 0]
+    depth = latent(h, p)
+    p["30"]["inputs"]["type"] = "canny/lineart/anime_lineart/mlsd"
+    canny = latent(h, p)
+    assert torch.isfinite(depth).all() and not torch.equal(depth, auto) and not torch.equal(depth, canny)
+    p["30"]["inputs"]["type"] = "repaint"  # type 7: this one knows 6
+    outcome = h.run(p, expect="error")
+    assert "out of range" in str(outcome.error)
 
 
 def test_bad_files_are_refused_clearly(h, cn_base):
