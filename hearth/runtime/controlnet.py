@@ -152,13 +152,17 @@ class ControlBase:
         c.timestep_range = (ms.percent_to_sigma(self.timestep_percent_range[0]),
                             ms.percent_to_sigma(self.timestep_percent_range[1]))
         c.model = model
-        network = getattr(self, "network", None)
+        c._prepare_network(model)
+        network = getattr(c, "network", None)
         if network is not None:  # place it beside the UNet now (and the UNet back, should that evict it)
             network.manager.load(network.holder)
             model.prepare()
         if self.previous_controlnet is not None:
             c.previous_controlnet = self.previous_controlnet.bind(model)
         return c
+
+    def _prepare_network(self, model) -> None:
+        """Hook for controls whose network depends on the sampling model (Control-LoRA)."""
 
     def _out_of_range(self, sigma) -> bool:
         if self.timestep_range is None:
@@ -226,6 +230,64 @@ class ControlNet(ControlBase):
                                   controlnet_cond=self.cond_hint, return_dict=False, **kwargs)
         control = {"middle": [mid], "output": list(down)}
         return _merge(control, prev, self.strength, self.global_average_pooling)
+
+
+class ControlLora(ControlNet):
+    """Stability's Control-LoRA: a ControlNet made, at sampling time, from the model's own UNet weights
+    (its down path), the file's full weights (hint encoder, zero convs, norms, biases) and low-rank
+    ``up @ down`` differences added to the other weights."""
+
+    def _blank(self):
+        return ControlLora(self.network)
+
+    def _prepare_network(self, model) -> None:
+        self.network = _control_lora_network(self.network, model)
+
+
+def _control_lora_network(lora: _Network, model) -> _Network:
+    import torch
+
+    info = lora.info
+    name = info["name"]
+    mapping = getattr(model, "ldm_to_diffusers", None) or {}
+    if not mapping:
+        raise ControlNetError(f"{name}: a Control-LoRA needs a model loaded from a single-file checkpoint")
+    model.prepare()
+    holder = model.patcher.holder
+    key = (holder.id, model.patcher.signature)
+    built = info.get("built")
+    if built is not None and built[0] == key:
+        return built[1]
+    weights = info["weights"]
+    sd: dict[str, Any] = {}
+    for k, target in mapping.items():
+        if k.startswith(("time_embed.", "label_emb.", "input_blocks.", "middle_block.")):
+            param = holder.param(target)
+            if param is not None:
+                sd[k] = param.data.detach().to("cpu", torch.float32, copy=True)
+    for k, v in weights.items():
+        if k != "lora_controlnet" and "__" not in k and k.endswith((".weight", ".bias")):
+            sd[k] = v
+    for k, up in weights.items():
+        if not k.endswith(".up") or "__" in k:
+            continue
+        base = k[:-len(".up")]
+        down = weights.get(base + ".down")
+        weight = sd.get(base + ".weight")
+        if down is None or weight is None:
+            raise ControlNetError(f"{name}: Control-LoRA weight {base} has no base weight or no down half")
+        delta = torch.mm(up.flatten(start_dim=1).float(), down.flatten(start_dim=1).float())
+        if delta.numel() != weight.numel():
+            raise ControlNetError(f"{name}: Control-LoRA weight {base} does not fit the model")
+        sd[base + ".weight"] = weight.float() + delta.reshape(weight.shape)
+    if "zero_convs.0.0.weight" not in sd:
+        raise ControlNetError(f"{name}: not a Control-LoRA (no zero convs)")
+    try:
+        network = _controlnet_from_ldm(sd, "", lora.manager, name)
+    except ControlNetError as exc:
+        raise ControlNetError(f"{name}: {exc}") from None
+    info["built"] = (key, network)  # one model at a time: a new model rebuilds
+    return network
 
 
 class T2IAdapter(ControlBase):
@@ -815,7 +877,7 @@ def load_controlnet(path: str | os.PathLike, manager, model=None) -> ControlBase
         if network is None:
             network = build()
             manager.remember(key, network)
-    control = ControlNet(network) if network.kind == "controlnet" else T2IAdapter(network)
+    control = {"controlnet": ControlNet, "controllora": ControlLora, "t2i": T2IAdapter}[network.kind](network)
     control.global_average_pooling = gap
     return control
 
@@ -837,7 +899,9 @@ def _load_network(path: Path, manager, model) -> _Network:
 
 def _detect_and_build(sd: dict, manager, model, name: str) -> _Network:
     if "lora_controlnet" in sd:
-        raise ControlNetError("Control-LoRA files are not supported yet")
+        if "input_hint_block.0.weight" not in sd:
+            raise ControlNetError("Control-LoRA without a hint encoder")
+        return _Network(None, "controllora", manager, weights=sd, name=name)
     if "controlnet_cond_embedding.conv_in.weight" in sd:
         return _controlnet_from_diffusers(sd, manager, name)
     if any(k in sd for k in ("controlnet_blocks.0.weight", "controlnet_blocks.0.linear.weight",

@@ -118,6 +118,28 @@ def union_extras(width: int = 32, types: int = 6, time_embed: int = 128, seed: i
     return out
 
 
+def control_lora_files(cn: dict, unet: dict, rank: int = 4, seed: int = 41) -> tuple[dict, dict]:
+    """A Control-LoRA (ldm names) and the plain ControlNet it amounts to on ``unet`` (ldm names, no prefix).
+
+    Hint encoder, zero convs and 1-D weights are stored in full; conv/linear weights of the down path
+    as low-rank ``up``/``down`` differences from the model's own weights (ComfyUI adds ``up @ down``).
+    """
+    g = torch.Generator().manual_seed(seed)
+    lora, plain = {"lora_controlnet": torch.tensor([])}, {}
+    for k, v in cn.items():
+        if not k.startswith(("input_blocks.", "middle_block.", "time_embed.", "label_emb.")) or v.ndim == 1:
+            lora[k] = v
+            plain[k] = v
+            continue
+        base = unet[k]
+        up = 0.05 * torch.randn((v.shape[0], rank), generator=g)
+        down = 0.05 * torch.randn((rank, v[0].numel()), generator=g)
+        lora[k[:-len(".weight")] + ".up"] = up.reshape((v.shape[0], rank) + (1,) * (v.ndim - 2))
+        lora[k[:-len(".weight")] + ".down"] = down.reshape((rank,) + tuple(v.shape[1:]))
+        plain[k] = base + (up @ down).reshape(v.shape)
+    return lora, plain
+
+
 @pytest.fixture(scope="module")
 def cn_base(tmp_path_factory):
     base = tmp_path_factory.mktemp("hearth_cn")
@@ -136,6 +158,10 @@ def cn_base(tmp_path_factory):
         base_key = "model.diffusion_model." + k[len("control_model."):]
         diff[k] = v - sd15[base_key] if base_key in sd15 else v
     diff["difference"] = torch.tensor([])
+    lora, plain = control_lora_files({k[len("control_model."):]: v for k, v in cn.items()},
+                                     {k[len("model.diffusion_model."):]: v for k, v in sd15.items()})
+    save_file(lora, str(models / "controlnet" / "control_lora_tiny.safetensors"))
+    save_file(plain, str(models / "controlnet" / "control_lora_as_plain.safetensors"))
     save_file(diff, str(models / "controlnet" / "diff_tiny.safetensors"))
     save_file(tiny.sdxl_checkpoint(), str(models / "checkpoints" / "sdxl.safetensors"))
     save_file(tiny.materialise(controlnet_shapes(tiny.SDXL_UNET), g), str(models / "controlnet" / "xl_tiny.safetensors"))
@@ -301,6 +327,13 @@ def test_diff_controlnet_matches_the_full_one(h):
     sa, sb = a.network.holder.module.state_dict(), b.network.holder.module.state_dict()
     assert sa.keys() == sb.keys()
     assert max(float((sa[k] - sb[k]).abs().max()) for k in sa) < 1e-6
+
+
+def test_control_lora_is_the_model_plus_low_rank_differences(h, baseline):
+    out = latent(h, prompt(controls=[("control_lora_tiny.safetensors", 1.0, 0.0, 1.0)]))
+    plain = latent(h, prompt(controls=[("control_lora_as_plain.safetensors", 1.0, 0.0, 1.0)]))
+    assert not torch.equal(out, baseline)
+    torch.testing.assert_close(out, plain, atol=1e-4, rtol=1e-4)
 
 
 def test_old_apply_node_reaches_the_negative_side(h, baseline):
