@@ -5,12 +5,15 @@ Files (models/controlnet) are recognised by their keys:
 * original ControlNet layout (``control_model.*`` or bare ``input_blocks``/``zero_convs``/
   ``input_hint_block``/``middle_block_out``), SD1.x / SD2.x / SDXL, including "diff" ControlNets
   (a ``difference`` marker: weights are deltas on the given MODEL's UNet);
-* diffusers ControlNet single files (``controlnet_cond_embedding.*``, ``down_blocks.*``, ...);
+* diffusers ControlNet single files (``controlnet_cond_embedding.*``, ``down_blocks.*``, ...), union
+  ControlNets among them (xinsir's ControlNet++: ``task_embedding``, ``control_add_embedding``...);
+* Stability's Control-LoRA (``lora_controlnet``): built at sampling time from the model's UNet;
 * T2I-Adapters: TencentARC's full (``conv_in``/``body.N``) and light (``body.N.in_conv``) layouts and
   the diffusers layout (``adapter.*``).
 
 The architecture is read off the keys and shapes and built as diffusers' ``ControlNetModel`` or
-``T2IAdapter``. Every control produces residuals in ComfyUI's form — ``{"input": [...], "middle": [...],
+``T2IAdapter`` (a union ControlNet's type machinery is a small module of ours around the former).
+Other families' ControlNets (SD3, Flux, HunyuanDiT, Qwen, Stable Cascade) are refused by name. Every control produces residuals in ComfyUI's form — ``{"input": [...], "middle": [...],
 "output": [...]}``, lists consumed from their end as the original UNet walks its blocks — so chaining
 (``previous_controlnet``), strength and the timestep range combine exactly as ComfyUI combines them;
 ``unet_residuals`` turns the merged form into the keyword arguments of diffusers'
@@ -193,8 +196,6 @@ class ControlNet(ControlBase):
         return ControlNet(self.network)
 
     def get_control(self, x, sigma, cond: dict, batched_number: int):
-        import torch
-
         from hearth.sampling.guidance import common_upscale
 
         prev = None
@@ -428,8 +429,8 @@ def unet_residuals(unet, control: dict, x_shape, device, dtype) -> dict:
 # --- detection and building ------------------------------------------------------------------------
 
 def _hint_channels_ldm(sd, prefix: str) -> tuple[int, list[int], list[int]]:
-    idx = sorted({int(m.group(1)) for k in sd for m in [re.match(re.escape(prefix) + r"input_hint_block\.(\d+)\.weight$", k)]
-                  if m})
+    rx = re.compile(re.escape(prefix) + r"input_hint_block\.(\d+)\.weight$")
+    idx = sorted({int(m.group(1)) for m in map(rx.match, sd) if m})
     if len(idx) < 3:
         raise ControlNetError("hint encoder (input_hint_block) not found")
     shapes = [tensor_shape(sd, f"{prefix}input_hint_block.{i}.weight") for i in idx]
@@ -730,7 +731,8 @@ def _union_controlnet(net, union: dict, dtype, name: str):
         raise ControlNetError(f"union ControlNet: {len(missing)} weights missing, e.g. {missing[:3]}")
     for k, ref in own.items():
         if tuple(state[k].shape) != tuple(ref.shape):
-            raise ControlNetError(f"union ControlNet: {k} has shape {tuple(state[k].shape)}, expected {tuple(ref.shape)}")
+            raise ControlNetError(f"union ControlNet: {k} has shape {tuple(state[k].shape)}, "
+                                  f"expected {tuple(ref.shape)}")
     with torch.no_grad():
         for k in own:
             module.get_parameter(k).copy_(state[k].to(dtype))

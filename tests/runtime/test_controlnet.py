@@ -111,7 +111,8 @@ def union_extras(width: int = 32, types: int = 6, time_embed: int = 128, seed: i
     shapes.update({b + "attn.in_proj_weight": (3 * width, width), b + "attn.in_proj_bias": (3 * width,),
                    b + "attn.out_proj.weight": (width, width), b + "attn.out_proj.bias": (width,),
                    b + "ln_1.weight": (width,), b + "ln_1.bias": (width,), b + "ln_2.weight": (width,),
-                   b + "ln_2.bias": (width,), b + "mlp.c_fc.weight": (4 * width, width), b + "mlp.c_fc.bias": (4 * width,),
+                   b + "ln_2.bias": (width,), b + "mlp.c_fc.weight": (4 * width, width),
+                   b + "mlp.c_fc.bias": (4 * width,),
                    b + "mlp.c_proj.weight": (width, 4 * width), b + "mlp.c_proj.bias": (width,)})
     out = tiny.materialise(shapes, torch.Generator().manual_seed(seed))
     out["task_embedding"] = out["task_embedding"] * 50  # make the type matter
@@ -164,7 +165,8 @@ def cn_base(tmp_path_factory):
     save_file(plain, str(models / "controlnet" / "control_lora_as_plain.safetensors"))
     save_file(diff, str(models / "controlnet" / "diff_tiny.safetensors"))
     save_file(tiny.sdxl_checkpoint(), str(models / "checkpoints" / "sdxl.safetensors"))
-    save_file(tiny.materialise(controlnet_shapes(tiny.SDXL_UNET), g), str(models / "controlnet" / "xl_tiny.safetensors"))
+    save_file(tiny.materialise(controlnet_shapes(tiny.SDXL_UNET), g),
+              str(models / "controlnet" / "xl_tiny.safetensors"))
     save_file(diffusers_controlnet_sd(), str(models / "controlnet" / "diffusers_tiny.safetensors"))
     save_file({**diffusers_controlnet_sd(), **union_extras()}, str(models / "controlnet" / "union_tiny.safetensors"))
     save_file(tiny.materialise(t2i_full_shapes(), g), str(models / "controlnet" / "t2i_full.safetensors"))
