@@ -171,6 +171,7 @@ def cn_base(tmp_path_factory):
     save_file({**diffusers_controlnet_sd(), **union_extras()}, str(models / "controlnet" / "union_tiny.safetensors"))
     save_file(tiny.materialise(t2i_full_shapes(), g), str(models / "controlnet" / "t2i_full.safetensors"))
     save_file(tiny.materialise(t2i_light_shapes(), g), str(models / "controlnet" / "t2i_light.safetensors"))
+    save_file(tiny.materialise(t2i_full_shapes(cin=64), g), str(models / "controlnet" / "t2i_sketch.safetensors"))
     save_file({"foo.weight": torch.zeros(3, 3)}, str(models / "controlnet" / "not_a_controlnet.safetensors"))
     (models / "controlnet" / "broken.safetensors").write_bytes(b"not a safetensors file at all")
     return base
@@ -245,7 +246,7 @@ def test_sdxl_controlnet_uses_the_conditioning_vector(h):
 
 def test_t2i_adapters_full_and_light(h):
     base = latent(h, prompt("sd15_4l.safetensors"))
-    for name in ("t2i_full.safetensors", "t2i_light.safetensors"):
+    for name in ("t2i_full.safetensors", "t2i_light.safetensors", "t2i_sketch.safetensors"):
         out = latent(h, prompt("sd15_4l.safetensors", controls=[(name, 1.0, 0.0, 1.0)]))
         assert torch.isfinite(out).all()
         assert (out - base).abs().max() > 1e-3, name
@@ -496,3 +497,20 @@ def test_residuals_match_comfyui(h):
         for r, s, a in zip(got, sums, abs_sums):
             assert abs(float(r.double().sum()) - s) < 0.05, name
             assert abs(float(r.double().abs().sum()) - a) < 1e-4 * a, name
+
+
+def test_merge_semantics():
+    from hearth.runtime.controlnet import _merge
+
+    shared = torch.ones(1, 2, 2, 2)
+    own = torch.ones(1, 2, 2, 2)
+    out = _merge({"output": [shared, shared, own], "middle": [torch.full((1, 2, 1, 1), 2.0)]}, None, 3.0, False)
+    assert out["output"][0] is out["output"][1] and float(shared[0, 0, 0, 0]) == 3.0  # scaled once
+    assert float(own[0, 0, 0, 0]) == 3.0 and float(out["middle"][0].flatten()[0]) == 6.0
+    prev = {"input": [torch.ones(1)], "middle": [None], "output": [torch.ones(1, 2, 2, 2), None, None, torch.zeros(1)]}
+    out = _merge({"output": [None, torch.ones(1, 2, 2, 2), torch.ones(1, 2, 2, 2)]}, prev, 0.5, False)
+    assert float(out["output"][0].flatten()[0]) == 1.0  # from the previous control only
+    assert float(out["output"][1].flatten()[0]) == 0.5 and len(out["output"]) == 4 and out["input"] == prev["input"]
+    x = torch.arange(4.0).reshape(1, 1, 2, 2)
+    out = _merge({"output": [x]}, None, 2.0, True)  # shuffle ControlNets: spatial mean
+    assert out["output"][0].flatten().tolist() == [3.0] * 4
