@@ -77,7 +77,8 @@ class DiffusionModel:
         return device
 
     # --- running --------------------------------------------------------------------------------
-    def apply_model(self, x, sigma, c_crossattn=None, y=None, c_concat=None, gligen=None, **_ignored) -> torch.Tensor:
+    def apply_model(self, x, sigma, c_crossattn=None, y=None, c_concat=None, gligen=None, control=None,
+                    **_ignored) -> torch.Tensor:
         ms = self.model_sampling
         xc = ms.calculate_input(sigma, x)
         if c_concat is not None:
@@ -89,6 +90,10 @@ class DiffusionModel:
         kwargs = {}
         if y is not None:
             kwargs["class_labels"] = y.to(device=device, dtype=dtype)
+        if control is not None:  # ControlNet / T2I-Adapter residuals (see hearth.runtime.controlnet)
+            from hearth.runtime.controlnet import unet_residuals
+
+            kwargs.update(unet_residuals(self.unet, control, xc.shape, device, dtype))
         with compute_dtype(self.model_options.get("compute_dtype"), dtype, device):  # ModelComputeDtype
             if gligen is not None:  # GLIGEN boxes: fusers attached to the transformer blocks for this call
                 from hearth.runtime.gligen import patched

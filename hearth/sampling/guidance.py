@@ -312,7 +312,45 @@ def process_conds(model, noise, conds: dict[str, list[dict]], device, latent_ima
         from hearth.runtime.gligen import prepare_conds
 
         prepare_conds(conds)
+    prepare_controls(model, conds)
     return conds
+
+
+def prepare_controls(model, conds: dict[str, list[dict]]) -> None:
+    """Give each ControlNet a per-run copy (``bind``), the same copy wherever the same control appears;
+    then give the negative side the positive conds' controls marked ``control_apply_to_uncond``."""
+    bound: dict[int, object] = {}
+    for k in conds:
+        for i, c in enumerate(conds[k]):
+            control = c.get("control")
+            if control is not None:
+                if id(control) not in bound:
+                    bound[id(control)] = control.bind(model)
+                conds[k][i] = dict(c, control=bound[id(control)])
+    positive = conds.get("positive")
+    if positive is None:
+        return
+    for k in conds:
+        if k != "positive":
+            _fill_uncond_controls([c for c in positive if c.get("control_apply_to_uncond", False)], conds[k])
+
+
+def _fill_uncond_controls(conds: list[dict], uncond: list[dict]) -> None:
+    cond_controls = [c["control"] for c in conds if "area" not in c and c.get("control") is not None]
+    uncond_other = []
+    for i, c in enumerate(uncond):
+        if "area" not in c:
+            if c.get("control") is not None:
+                return  # the negative side already has its own controls
+            uncond_other.append((c, i))
+    if not uncond_other:
+        return
+    for n, control in enumerate(cond_controls):
+        c, i = uncond_other[n % len(uncond_other)]
+        if c.get("control") is not None:
+            uncond.append(dict(c, control=control))
+        else:
+            uncond[i] = dict(c, control=control)
 
 
 def encode_model_conds(model, conds: list[dict], noise, device, prompt_type: str, **kwargs) -> list[dict]:
@@ -334,7 +372,7 @@ def encode_model_conds(model, conds: list[dict], noise, device, prompt_type: str
 
 # --- evaluating conds at one step -----------------------------------------------------------------
 
-_CondObj = collections.namedtuple("_CondObj", ["input_x", "mult", "conditioning", "area", "uuid"])
+_CondObj = collections.namedtuple("_CondObj", ["input_x", "mult", "conditioning", "area", "control", "uuid"])
 
 
 def get_area_and_mult(c: dict, x_in: torch.Tensor, timestep_in: torch.Tensor):
@@ -377,11 +415,13 @@ def get_area_and_mult(c: dict, x_in: torch.Tensor, timestep_in: torch.Tensor):
                 for t in range(rr):
                     mult.narrow(i + 2, area[i] - 1 - t, 1).mul_((1.0 / rr) * (t + 1))
     conditioning = {k: v.process_cond(batch_size=x_in.shape[0], area=area) for k, v in c["model_conds"].items()}
-    return _CondObj(input_x, mult, conditioning, area, c["uuid"])
+    return _CondObj(input_x, mult, conditioning, area, c.get("control"), c["uuid"])
 
 
 def _can_concat(c1: _CondObj, c2: _CondObj) -> bool:
     if c1.input_x.shape != c2.input_x.shape:
+        return False
+    if c1.control is not c2.control:  # only conds with the very same control (or none) share a batch
         return False
     a, b = c1.conditioning, c2.conditioning
     if a is b:
@@ -418,8 +458,10 @@ def calc_cond_batch(model, conds: list, x_in: torch.Tensor, timestep: torch.Tens
         batch.reverse()
         batch = batch[:max_batch]
         input_x, mult, cond_list, areas, which = [], [], [], [], []
+        control = None
         for x in batch:
             p, idx = to_run.pop(x)
+            control = p.control
             input_x.append(p.input_x)
             mult.append(p.mult)
             cond_list.append(p.conditioning)
@@ -427,7 +469,11 @@ def calc_cond_batch(model, conds: list, x_in: torch.Tensor, timestep: torch.Tens
             which.append(idx)
         n = len(which)
         merged = _cond_cat(cond_list)
-        output = model.apply_model(torch.cat(input_x), torch.cat([timestep] * n), **merged).chunk(n)
+        input_x = torch.cat(input_x)
+        timestep_ = torch.cat([timestep] * n)
+        if control is not None:
+            merged["control"] = control.get_control(input_x, timestep_, merged, n)
+        output = model.apply_model(input_x, timestep_, **merged).chunk(n)
         for o in range(n):
             a = areas[o]
             if a is None:
