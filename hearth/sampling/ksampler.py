@@ -36,8 +36,10 @@ class Denoiser:
     """What a sampler calls: guided denoised estimate, with the inpainting mask re-imposed each step."""
 
     def __init__(self, model, conds: dict[str, list[dict]], cfg: float, latent_image: torch.Tensor,
-                 noise: torch.Tensor) -> None:
+                 noise: torch.Tensor, sigmas: torch.Tensor | None = None) -> None:
         self.model = model
+        self.inner_model = model  # what a denoise_mask_function reaches as extra_options["model"].inner_model
+        self.sigmas = sigmas
         self.model_sampling = model.model_sampling
         self.conds = conds
         self.cfg = cfg
@@ -50,6 +52,9 @@ class Denoiser:
         check_interrupt()
         model_options = model_options or {}
         if denoise_mask is not None:
+            if "denoise_mask_function" in model_options:  # e.g. DifferentialDiffusion
+                denoise_mask = model_options["denoise_mask_function"](
+                    sigma, denoise_mask, extra_options={"model": self, "sigmas": self.sigmas})
             latent_mask = 1.0 - denoise_mask
             s = sigma.reshape([sigma.shape[0]] + [1] * (self.noise.ndim - 1))
             x = x * denoise_mask + self.model_sampling.noise_scaling(s, self.noise, self.latent_image) * latent_mask
@@ -93,7 +98,7 @@ def sample_with_sigmas(model, noise: torch.Tensor, positive, negative, cfg: floa
     if random_inpaint_noise:
         generator = torch.manual_seed((41 if seed is None else seed) + 1)
         inpaint_noise = torch.randn(noise.shape, generator=generator, device="cpu").to(noise.dtype).to(device)
-    denoiser = Denoiser(model, conds, cfg, latent_image, inpaint_noise)
+    denoiser = Denoiser(model, conds, cfg, latent_image, inpaint_noise, sigmas)
     ms = model.model_sampling
     x = ms.noise_scaling(sigmas[0], noise, latent_image, _max_denoise(ms, sigmas))
     options = dict(model_options or {})
