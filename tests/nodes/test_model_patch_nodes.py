@@ -419,3 +419,33 @@ def test_torch_compile_model(base, loaded, monkeypatch):
         (m2,) = model_patches.TorchCompileModel().patch(model, "inductor")
         assert isinstance(m2.model_options["compiled_network"], LazyCompiled)
         assert "compiled_network" not in model.model_options
+
+
+def test_patches_on_sdxl_and_a_pruned_unet(base):
+    """SDXL (deeper middle transformer, class embedding) and an uneven three-level UNet without a middle block."""
+    nodes = [("FreeU_V2", {"b1": 1.3, "b2": 1.4, "s1": 0.9, "s2": 0.2}),
+             ("PerturbedAttentionGuidance", {"scale": 3.0}),
+             ("SelfAttentionGuidance", {"scale": 0.5, "blur_sigma": 2.0}),
+             ("PatchModelAddDownscale", {"block_number": 1, "downscale_factor": 2.0, "start_percent": 0.0,
+                                         "end_percent": 1.0, "downscale_after_skip": True,
+                                         "downscale_method": "bicubic", "upscale_method": "bicubic"}),
+             ("TomePatchModel", {"ratio": 0.5}),
+             ("UNetCrossAttentionMultiply", {"q": 1.0, "k": 2.0, "v": 1.0, "out": 1.0})]
+    # ToMe merges only at full resolution, where the tiny SDXL has no attention (like the real one);
+    # the pruned UNet has no middle block, so PAG and SAG find nothing to patch
+    for ckpt, expect_change in (("sdxl.safetensors", {0, 1, 2, 3, 5}), ("pruned.safetensors", {0, 3, 4, 5})):
+        ref_h = make_harness(base)
+        reference = ref_h.latent(ref_h.run(txt2img(ckpt, seed=4)), "6")
+        p = txt2img(ckpt, seed=4)
+        for i, (node, inputs) in enumerate(nodes):
+            p[f"10{i}"] = {"class_type": node, "inputs": {"model": ["1", 0], **inputs}}
+            p[f"20{i}"] = {"class_type": "KSampler", "inputs": {**p["5"]["inputs"], "model": [f"10{i}", 0]}}
+            p[f"30{i}"] = {"class_type": "SaveLatent", "inputs": {"samples": [f"20{i}", 0],
+                                                                  "filename_prefix": f"latents/p{i}"}}
+        h = make_harness(base)
+        out = h.run(p)
+        assert torch.equal(h.latent(out, "6"), reference), ckpt
+        for i, (node, _) in enumerate(nodes):
+            got = h.latent(out, f"30{i}")
+            assert torch.isfinite(got).all() and got.shape == reference.shape
+            assert torch.allclose(got, reference, rtol=1e-4, atol=1e-2) != (i in expect_change), (ckpt, node)
