@@ -93,13 +93,13 @@ class DiffusionModel(PatchableModel):
         t = ms.timestep(sigma).float()
         context = c_crossattn.to(device=device, dtype=dtype) if c_crossattn is not None else None
         labels = y.to(device=device, dtype=dtype) if y is not None else None
-        compiled = self.model_options.get("compiled_network")  # TorchCompileModel
-        network = self.unet if compiled is None else compiled.bind(self.unet)
         if has_patches(transformer_options):  # ComfyUI-style patches: walk the blocks (unet_patches.py)
             with holder.lock:
                 out = patched_forward(self.unet, xc.to(device=device, dtype=dtype), t.to(device), context,
                                       labels, transformer_options)
         else:
+            compiled = self.model_options.get("compiled_network")  # TorchCompileModel
+            network = self.unet if compiled is None else compiled.bind(self.unet)
             kwargs = {} if labels is None else {"class_labels": labels}
             out = network(xc.to(device=device, dtype=dtype), t.to(device), encoder_hidden_states=context,
                           return_dict=False, **kwargs)[0]
