@@ -129,7 +129,8 @@ def test_clip_attention_multiply(base, reference, loaded):
     c2.encoders[0].patcher.activate()
     assert torch.allclose(enc.patcher.holder.param(key), before * 1.5, rtol=2e-3, atol=1e-4)  # fp16 storage rounding
     out_key = "text_model.encoder.layers.1.self_attn.out_proj.bias"
-    assert torch.allclose(enc.patcher.holder.param(out_key), enc.patcher.holder.backup[out_key] * 0.5, rtol=2e-3, atol=1e-4)
+    assert torch.allclose(enc.patcher.holder.param(out_key), enc.patcher.holder.backup[out_key] * 0.5,
+                          rtol=2e-3, atol=1e-4)
     enc.patcher.activate()
     assert torch.equal(enc.patcher.holder.param(key), before)
 
@@ -185,7 +186,8 @@ def test_fourier_filter_numbers():
     # values measured with ComfyUI 0.3.64's Fourier_filter on the same tensor (ad-hoc run)
     y = fourier_filter(x, 1, 0.3)
     assert abs(float(y.sum()) - 1.6621297597885132) < 1e-5
-    assert abs(float(y[0, 0, 0, 0]) - -0.9200668334960938) < 1e-6 and abs(float(y[1, 2, 7, 5]) - -1.2502808570861816) < 1e-6
+    assert abs(float(y[0, 0, 0, 0]) - -0.9200668334960938) < 1e-6
+    assert abs(float(y[1, 2, 7, 5]) - -1.2502808570861816) < 1e-6
 
 
 def test_block_numbering_and_patch_arguments(loaded):

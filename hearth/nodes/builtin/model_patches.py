@@ -242,9 +242,8 @@ def _ends(*suffixes):
 
 
 def _attention_rules(attn, q, k, v, out):
-    return [(_ends(f"{attn}.to_q.weight", f"{attn}.to_q.bias"), q), (_ends(f"{attn}.to_k.weight", f"{attn}.to_k.bias"), k),
-            (_ends(f"{attn}.to_v.weight", f"{attn}.to_v.bias"), v),
-            (_ends(f"{attn}.to_out.0.weight", f"{attn}.to_out.0.bias"), out)]
+    return [(_ends(f"{attn}.{proj}.weight", f"{attn}.{proj}.bias"), factor)
+            for proj, factor in (("to_q", q), ("to_k", k), ("to_v", v), ("to_out.0", out))]
 
 
 def _multiplier_inputs(first):
