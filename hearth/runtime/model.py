@@ -6,6 +6,7 @@ model's extra channels). Cloning is cheap: the network is shared, patches and op
 """
 from __future__ import annotations
 
+import contextlib
 import math
 from typing import Any
 
@@ -13,6 +14,7 @@ import torch
 
 from hearth.runtime.families import Family
 from hearth.runtime.patcher import Patcher
+from hearth.runtime.unet_patches import PatchableModel, has_patches, patched_forward
 from hearth.sampling import guidance
 from hearth.sampling.model_sampling import DiscreteSampling
 from hearth.sampling.precision import compute_dtype
@@ -38,7 +40,7 @@ def _blank_inpaint_image_like(latent: torch.Tensor) -> torch.Tensor:
     return blank
 
 
-class DiffusionModel:
+class DiffusionModel(PatchableModel):
     def __init__(self, family: Family, patcher: Patcher, model_sampling: DiscreteSampling, manager,
                  ldm_to_diffusers: dict[str, str] | None = None, in_channels: int = 4) -> None:
         self.family = family
@@ -59,6 +61,11 @@ class DiffusionModel:
         return self.in_channels == self.latent_format.channels * 2 + 1
 
     @property
+    def ip2p(self) -> bool:
+        """InstructPix2Pix: the input image's latent is concatenated to the noisy latent."""
+        return self.in_channels == self.latent_format.channels * 2
+
+    @property
     def unet(self):
         return self.patcher.holder.module
 
@@ -77,7 +84,8 @@ class DiffusionModel:
         return device
 
     # --- running --------------------------------------------------------------------------------
-    def apply_model(self, x, sigma, c_crossattn=None, y=None, c_concat=None, gligen=None, control=None,
+    def apply_model(self, x, sigma, c_crossattn=None, y=None, c_concat=None, transformer_options=None,
+                    gligen=None, control=None,
                     **_ignored) -> torch.Tensor:
         ms = self.model_sampling
         xc = ms.calculate_input(sigma, x)
@@ -87,29 +95,37 @@ class DiffusionModel:
         dtype, device = holder.dtype, holder.device
         t = ms.timestep(sigma).float()
         context = c_crossattn.to(device=device, dtype=dtype) if c_crossattn is not None else None
-        kwargs = {}
-        if y is not None:
-            kwargs["class_labels"] = y.to(device=device, dtype=dtype)
+        labels = y.to(device=device, dtype=dtype) if y is not None else None
+        residuals = {}
         if control is not None:  # ControlNet / T2I-Adapter residuals (see hearth.runtime.controlnet)
             from hearth.runtime.controlnet import unet_residuals
 
-            kwargs.update(unet_residuals(self.unet, control, xc.shape, device, dtype))
-        with compute_dtype(self.model_options.get("compute_dtype"), dtype, device):  # ModelComputeDtype
+            residuals = unet_residuals(self.unet, control, xc.shape, device, dtype)
+        xc, t = xc.to(device=device, dtype=dtype), t.to(device)
+        with contextlib.ExitStack() as stack:
+            stack.enter_context(compute_dtype(self.model_options.get("compute_dtype"), dtype, device))
             if gligen is not None:  # GLIGEN boxes: fusers attached to the transformer blocks for this call
                 from hearth.runtime.gligen import patched
 
-                with holder.lock, patched(self.unet, gligen, x.shape, device, dtype):
-                    out = self.unet(xc.to(device=device, dtype=dtype), t.to(device), encoder_hidden_states=context,
-                                    return_dict=False, **kwargs)[0].float()
+                stack.enter_context(holder.lock)
+                stack.enter_context(patched(self.unet, gligen, x.shape, device, dtype))
+            if has_patches(transformer_options):  # ComfyUI-style patches: walk the blocks (unet_patches.py)
+                with holder.lock:
+                    out = patched_forward(self.unet, xc, t, context, labels, transformer_options, **residuals)
             else:
-                out = self.unet(xc.to(device=device, dtype=dtype), t.to(device), encoder_hidden_states=context,
-                                return_dict=False, **kwargs)[0].float()
-        return ms.calculate_denoised(sigma, out, x)
+                compiled = self.model_options.get("compiled_network")  # TorchCompileModel
+                network = self.unet if compiled is None else compiled.bind(self.unet)
+                if labels is not None:
+                    residuals["class_labels"] = labels
+                out = network(xc, t, encoder_hidden_states=context, return_dict=False, **residuals)[0]
+        return ms.calculate_denoised(sigma, out.float(), x)
 
     def extra_conds(self, **kw) -> dict[str, Any]:
         out: dict[str, Any] = {}
         if self.inpaint:
             out["c_concat"] = guidance.CondNoiseShape(self._concat_cond(**kw))
+        elif self.ip2p:
+            out["c_concat"] = guidance.CondNoiseShape(self._ip2p_cond(**kw))
         adm = self._encode_adm(**kw)
         if adm is not None:
             out["y"] = guidance.CondRegular(adm)
@@ -141,6 +157,16 @@ class DiffusionModel:
         else:
             parts = [torch.ones_like(noise)[:, :1], _blank_inpaint_image_like(noise)]
         return torch.cat(parts, dim=1)
+
+    def _ip2p_cond(self, **kw) -> torch.Tensor:
+        noise = kw["noise"]
+        image = kw.get("concat_latent_image")
+        if image is None:
+            return torch.zeros_like(noise)
+        image = image.to(device=kw["device"], dtype=noise.dtype)
+        if image.shape[1:] != noise.shape[1:]:
+            image = guidance.common_upscale(image, noise.shape[-1], noise.shape[-2], "bilinear", "center")
+        return guidance.resize_to_batch_size(image, noise.shape[0])
 
     def _encode_adm(self, **kw):
         kind = self.family.adm

@@ -457,7 +457,7 @@ def calc_cond_batch(model, conds: list, x_in: torch.Tensor, timestep: torch.Tens
         batch = [x for x in range(len(to_run)) if _can_concat(to_run[x][0], first)]
         batch.reverse()
         batch = batch[:max_batch]
-        input_x, mult, cond_list, areas, which = [], [], [], [], []
+        input_x, mult, cond_list, areas, which, uuids = [], [], [], [], [], []
         control = None
         for x in batch:
             p, idx = to_run.pop(x)
@@ -467,13 +467,21 @@ def calc_cond_batch(model, conds: list, x_in: torch.Tensor, timestep: torch.Tens
             cond_list.append(p.conditioning)
             areas.append(p.area)
             which.append(idx)
+            uuids.append(p.uuid)
         n = len(which)
         merged = _cond_cat(cond_list)
-        input_x = torch.cat(input_x)
-        timestep_ = torch.cat([timestep] * n)
+        # model patches (hearth/runtime/unet_patches.py) see which rows are cond/uncond and the sigmas
+        merged["transformer_options"] = {**model_options.get("transformer_options", {}),
+                                         "cond_or_uncond": which[:], "uuids": uuids, "sigmas": timestep}
+        x_batch, t_batch = torch.cat(input_x), torch.cat([timestep] * n)
         if control is not None:
-            merged["control"] = control.get_control(input_x, timestep_, merged, n)
-        output = model.apply_model(input_x, timestep_, **merged).chunk(n)
+            merged["control"] = control.get_control(x_batch, t_batch, merged, n)
+        if "model_function_wrapper" in model_options:
+            output = model_options["model_function_wrapper"](
+                model.apply_model, {"input": x_batch, "timestep": t_batch, "c": merged, "cond_or_uncond": which[:]})
+        else:
+            output = model.apply_model(x_batch, t_batch, **merged)
+        output = output.chunk(n)
         for o in range(n):
             a = areas[o]
             if a is None:
