@@ -230,8 +230,8 @@ def _after_input(h, hs, patches, opts):
 
 def _forward(unet, x, t, context, class_labels, opts, down_residuals=None, mid_residual=None, intrablock=None):
     patches = opts.get("patches", {})
-    # T2I-Adapter features, with diffusers' meaning: added after a cross-attention block's last pair (and so
-    # to its skip output), or to the hidden state after a block without attention (not to its skips)
+    # T2I-Adapter features, with diffusers' meaning: added after a cross-attention block's last pair, or after
+    # a block without attention (its downsampler included); either way its last skip output gets them too
     intrablock = list(intrablock) if intrablock else []
     opts["original_shape"] = list(x.shape)
     opts["transformer_index"] = 0
@@ -265,7 +265,9 @@ def _forward(unet, x, t, context, class_labels, opts, down_residuals=None, mid_r
                 h = sampler(h)
             h = _after_input(h, hs, patches, opts)
         if attentions is None and intrablock:
-            h = h + intrablock.pop(0)
+            # diffusers adds this in place to a tensor its last skip output also holds: both get it
+            extra = intrablock.pop(0)
+            h, hs[-1] = h + extra, hs[-1] + extra
 
     opts["block"] = ("middle", 0)
     mid = unet.mid_block
