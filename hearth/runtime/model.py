@@ -70,6 +70,12 @@ class DiffusionModel:
     def add_patches(self, patches: dict[str, Any], strength: float) -> list[str]:
         return self.patcher.add_patches(patches, strength)
 
+    def hook_patcher(self, weighted_hooks) -> Patcher:
+        """This model's patcher plus weight hooks' patches: ``[(WeightHook, keyframe strength)]``."""
+        from hearth.runtime.hooks import model_hook_patcher
+
+        return model_hook_patcher(self, weighted_hooks)
+
     def prepare(self) -> torch.device:
         device = self.manager.load(self.patcher.holder)
         self.patcher.activate()

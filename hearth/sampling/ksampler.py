@@ -11,7 +11,7 @@ from typing import Callable
 
 import torch
 
-from hearth.sampling import guidance, samplers, schedules
+from hearth.sampling import guidance, hooks, samplers, schedules
 
 
 def calculate_sigmas(model_sampling, sampler_name: str, scheduler: str, steps: int,
@@ -86,6 +86,7 @@ def sample_with_sigmas(model, noise: torch.Tensor, positive, negative, cfg: floa
         denoise_mask = guidance.reshape_mask(noise_mask, noise.shape).to(device)
 
     conds = {"positive": guidance.convert_cond(positive), "negative": guidance.convert_cond(negative)}
+    hook_run = hooks.HookRun.prepare(model, conds)  # None unless some cond carries hooks
     conds = guidance.process_conds(model, noise, conds, device, latent_image=latent_image,
                                    denoise_mask=denoise_mask, seed=seed)
     fn, random_inpaint_noise = samplers.get_sampler(sampler_name)
@@ -98,14 +99,21 @@ def sample_with_sigmas(model, noise: torch.Tensor, positive, negative, cfg: floa
     x = ms.noise_scaling(sigmas[0], noise, latent_image, _max_denoise(ms, sigmas))
     options = dict(model_options or {})
     options["sample_sigmas"] = sigmas
+    if hook_run is not None:
+        hook_run.initialize_timesteps(conds)
+        options[hooks.RUN_KEY] = hook_run
     extra_args = {"model_options": options, "seed": seed, "denoise_mask": denoise_mask}
     total = len(sigmas) - 1
     k_callback = None if callback is None else (
         lambda info: callback(info["i"], info["denoised"], info["x"], total))
-    with torch.inference_mode():
-        out = fn(denoiser, x, sigmas, extra_args=extra_args, callback=k_callback)
-        out = ms.inverse_noise_scaling(sigmas[-1], out)
-        return latent_format.process_out(out.to(torch.float32))
+    try:
+        with torch.inference_mode():
+            out = fn(denoiser, x, sigmas, extra_args=extra_args, callback=k_callback)
+            out = ms.inverse_noise_scaling(sigmas[-1], out)
+            return latent_format.process_out(out.to(torch.float32))
+    finally:
+        if hook_run is not None:
+            hook_run.finish()
 
 
 def ksample(model, noise: torch.Tensor, steps: int, cfg: float, sampler_name: str, scheduler: str, positive,
