@@ -85,12 +85,64 @@ def _clip_adapters(clip, hook: H.WeightHook) -> dict[str, dict[str, Any]]:
     return out
 
 
-def model_hook_patcher(model, weighted_hooks: list[tuple[H.WeightHook, float]]) -> Patcher:
-    """A clone of ``model``'s patcher with each hook's patches at ``strength_model × keyframe strength``."""
-    patcher = model.patcher.clone()
+class KeepingPatcher(Patcher):
+    """A patcher that keeps the weights it computed, so that switching back to it (cond groups with other
+    hooks run in between, every step) is a reassignment rather than a recomputation. It keeps them only
+    while ``room(bytes)`` agrees; the kept tensors are those the module held, not copies."""
+
+    def __init__(self, base: Patcher, room) -> None:
+        super().__init__(base.holder)
+        self.patches = {k: list(v) for k, v in base.patches.items()}
+        self._signature = base.signature
+        self._room = room
+        self._kept: dict[str, torch.Tensor] | None = None
+
+    def activate(self) -> None:
+        holder = self.holder
+        with holder.lock:
+            if holder.applied == self._signature and (self._signature or not holder.backup):
+                return
+            kept = self._kept
+            if kept is None or any(holder.param(k).device != t.device for k, t in kept.items()):
+                super().activate()
+                weights = {k: holder.param(k).data for k in self.patches}
+                size = sum(t.numel() * t.element_size() for t in weights.values())
+                self._kept = weights if size == 0 or self._room(size) else None
+                return
+            holder.restore()
+            for key, weight in kept.items():
+                p = holder.param(key)
+                holder.backup[key] = p.data
+                p.data = weight
+            holder.applied = self._signature
+
+    def release(self) -> None:
+        self._kept = None
+
+
+def model_hook_patcher(model, weighted_hooks: list[tuple[H.WeightHook, float]], room=None) -> Patcher:
+    """A clone of ``model``'s patcher with each hook's patches at ``strength_model × keyframe strength``.
+
+    With ``room`` (a callable deciding whether ``n`` more bytes may be kept) the patcher keeps its
+    computed weights for reuse (``KeepingPatcher``)."""
+    patcher = model.patcher.clone() if room is None else KeepingPatcher(model.patcher, room)
     for hook, kf_strength in weighted_hooks:
         patcher.add_patches(_unet_adapters(model, hook), hook._strength_model * kf_strength)
     return patcher
+
+
+def memory_room(model, reserve: int = 2 * 1024 ** 3):
+    """A ``room`` callable: keep patched weights while the model's device keeps ``reserve`` bytes free
+    after one more set of that size is allocated (the kept set stays when another set is applied)."""
+
+    def room(size: int) -> bool:
+        try:
+            free = model.manager.free_memory(model.patcher.holder.device)
+        except Exception:  # noqa: BLE001 - no estimate: do not keep
+            return False
+        return free - size >= reserve
+
+    return room
 
 
 def clip_hook_schedule(clip, hooks: H.HookGroup, scheduled: bool) -> list:

@@ -456,11 +456,14 @@ def set_default_conds_and_combine(conds: list, new_conds: list, hooks=None, time
 class HookRun:
     """The hooks of one sampling run: registered on the model, scheduled per step, applied per cond group."""
 
-    def __init__(self, model, registered: HookGroup) -> None:
+    def __init__(self, model, registered: HookGroup, switching: bool = False) -> None:
         self.model = model
         self.registered = registered
         self._patchers: dict = {}
-        self.current = None
+        # With several cond groups the weights switch back and forth every step: keep computed weights
+        # while memory allows (the model decides; ComfyUI's "max speed" hook mode).
+        room = getattr(model, "hook_memory_room", None)
+        self._room = room() if switching and room is not None else None
 
     @classmethod
     def prepare(cls, model, conds: dict[str, list[dict]]) -> "HookRun | None":
@@ -491,7 +494,10 @@ class HookRun:
                     common = hooks.new_with_common_hooks(registered)
                     replaced[id(hooks)] = common if len(common) else None
                 c["hooks"] = replaced[id(hooks)]
-        return cls(model, registered) if len(registered) else None
+        if not len(registered):
+            return None
+        groups = {id(c.get("hooks")) for cond_list in conds.values() for c in cond_list}
+        return cls(model, registered, switching=len(groups) > 1)
 
     def initialize_timesteps(self, conds: dict[str, list[dict]]) -> None:
         for cond_list in conds.values():
@@ -507,16 +513,20 @@ class HookRun:
 
     def apply(self, hooks: HookGroup | None) -> None:
         """Switch the model's weights to base + ``hooks`` at their current strengths."""
-        if hooks is None:
+        if hooks is None and self._room is None:
             self.model.patcher.activate()
             return
-        weight_hooks = [(h, float(h.strength)) for h in hooks.get_type(EnumHookType.Weight)]
-        key = tuple((id(h.hook_ref), s) for h, s in weight_hooks)
-        patcher = self._patchers.get(key)
-        if patcher is None:
-            patcher = self.model.hook_patcher(weight_hooks)
-            self._patchers[key] = patcher
-        patcher.activate()
+        weight_hooks = [] if hooks is None else [(h, float(h.strength)) for h in hooks.get_type(EnumHookType.Weight)]
+        key = tuple(id(h.hook_ref) for h, _ in weight_hooks)
+        strengths = tuple(s for _, s in weight_hooks)
+        entry = self._patchers.get(key)
+        if entry is None or entry[0] != strengths:  # a keyframe changed: the old weights are of no more use
+            if self._room is None:
+                patcher = self.model.hook_patcher(weight_hooks)
+            else:
+                patcher = self.model.hook_patcher(weight_hooks, self._room)
+            entry = self._patchers[key] = (strengths, patcher)
+        entry[1].activate()
 
     def finish(self) -> None:
         self._patchers.clear()

@@ -386,3 +386,37 @@ def test_keyframe_schedule_walk():
     ranges = schedule.get_hooks_for_clip_schedule()
     assert [r for r, _ in ranges] == [(0.0, 0.3), (0.3, 0.35), (0.35, 0.7), (0.7, 1.0)]
     assert [kf.strength for _, ((h, kf),) in ranges] == [1.0, 0.5, 0.25, 0.0]
+
+
+def test_keeping_patcher_switches_back_without_recomputing():
+    from hearth.runtime import lora as L
+    from hearth.runtime.hooks import KeepingPatcher
+    from hearth.runtime.patcher import ModuleHolder, Patcher
+
+    lin = torch.nn.Linear(4, 4)
+    base_w = lin.weight.detach().clone()
+    holder = ModuleHolder(lin, "lin", "unet")
+    base = Patcher(holder)
+    base.add_patches({"weight": L.Diff(torch.ones(4, 4))}, 1.0)
+    calls = []
+
+    class Counting(L.Diff):
+        def apply(self, w, strength):
+            calls.append(strength)
+            return super().apply(w, strength)
+
+    for room in (lambda n: True, lambda n: False):
+        calls.clear()
+        plain = KeepingPatcher(base, room)
+        hooked = KeepingPatcher(base, room)
+        hooked.add_patches({"weight": Counting(torch.full((4, 4), 2.0))}, 0.5)
+        for _ in range(3):
+            hooked.activate()
+            assert torch.allclose(lin.weight, base_w + 2)
+            plain.activate()
+            assert torch.allclose(lin.weight, base_w + 1)
+        assert len(calls) == (1 if room(0) else 3)
+        base.activate()  # the plain patcher's weights are the base patcher's
+        assert torch.allclose(lin.weight, base_w + 1)
+    holder.restore()
+    assert torch.equal(lin.weight, base_w)
