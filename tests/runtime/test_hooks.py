@@ -420,3 +420,17 @@ def test_keeping_patcher_switches_back_without_recomputing():
         assert torch.allclose(lin.weight, base_w + 1)
     holder.restore()
     assert torch.equal(lin.weight, base_w)
+
+
+def test_sdxl_encode_carries_clip_hooks(ctx):
+    model, clip, _vae = _run(ctx, "CheckpointLoaderSimple", ckpt_name="sdxl.safetensors")
+    (hooks,) = _run(ctx, "CreateHookModelAsLora", ckpt_name="sdxl.safetensors", strength_model=1.0,
+                    strength_clip=1.0)
+    assert set(hooks.hooks[0].weights_clip) == {"clip_l", "clip_g"}
+    (hclip,) = _run(ctx, "SetClipHooks", clip=clip, apply_to_conds=True, schedule_clip=False, hooks=hooks)
+    args = dict(width=1024, height=1024, crop_w=0, crop_h=0, target_width=1024, target_height=1024,
+                text_g="a cat", text_l="a cat")
+    (plain,) = _run(ctx, "CLIPTextEncodeSDXL", clip=clip, **args)
+    (hooked,) = _run(ctx, "CLIPTextEncodeSDXL", clip=hclip, **args)
+    assert "hooks" not in plain[0][1] and hooked[0][1]["hooks"] is hooks and hooked[0][1]["target_width"] == 1024
+    assert close(hooked[0][0], plain[0][0])  # the model's own weights as a LoRA change nothing
