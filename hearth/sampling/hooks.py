@@ -91,10 +91,12 @@ class HookKeyframeGroup:
         return self._current_keyframe.strength if self._current_keyframe is not None else 1.0
 
     def reset(self) -> None:
+        # The sigma of the last step seen is kept, as ComfyUI keeps it: a run starting at the sigma where
+        # the previous run of the same hooks stopped (a second KSamplerAdvanced stage after a sampler that
+        # evaluates the next sigma) spends its first step on the first keyframe, as there.
         self._current_used_steps = 0
         self._current_index = 0
         self._current_strength = None
-        self._curr_t = -1.0
         self._set_first_as_current()
 
     def add(self, keyframe: HookKeyframe) -> None:
