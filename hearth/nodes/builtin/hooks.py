@@ -420,7 +420,8 @@ class CreateHookKeyframesFromFloats:
         elif hasattr(floats_strength, "__iter__") and not isinstance(floats_strength, (str, bytes, dict)):
             floats_strength = [float(x) for x in floats_strength]
         else:
-            raise TypeError(f"floats_strength must be a float or a list of floats, not {type(floats_strength).__name__}")
+            raise TypeError("floats_strength must be a float or a list of floats, "
+                            f"not {type(floats_strength).__name__}")
         if not floats_strength:
             raise ValueError("floats_strength is empty")
         im = H.InterpolationMethod
