@@ -78,6 +78,18 @@ class DiffusionModel(PatchableModel):
     def add_patches(self, patches: dict[str, Any], strength: float) -> list[str]:
         return self.patcher.add_patches(patches, strength)
 
+    def hook_patcher(self, weighted_hooks, room=None) -> Patcher:
+        """This model's patcher plus weight hooks' patches: ``[(WeightHook, keyframe strength)]``
+        (see hearth/runtime/hooks.py; ``room``: keep the patched weights for reuse while it agrees)."""
+        from hearth.runtime.hooks import model_hook_patcher
+
+        return model_hook_patcher(self, weighted_hooks, room)
+
+    def hook_memory_room(self):
+        from hearth.runtime.hooks import memory_room
+
+        return memory_room(self)
+
     def prepare(self) -> torch.device:
         device = self.manager.load(self.patcher.holder)
         self.patcher.activate()

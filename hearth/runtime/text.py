@@ -105,10 +105,16 @@ class CLIP:
         self.manager = manager
         self.combine = combine  # single | sdxl
         self.layer_idx: int | None = None
+        # SetClipHooks: HOOKS put on every cond this CLIP encodes, and the hook patches to encode with:
+        # [(percent range, or None when unscheduled, {encoder name: [(adapters, strength)]})]
+        self.apply_hooks_to_conds = None
+        self.hook_schedule: list | None = None
 
     def clone(self) -> "CLIP":
         other = CLIP([e.clone() for e in self.encoders], self.manager, self.combine)
         other.layer_idx = self.layer_idx
+        other.apply_hooks_to_conds = self.apply_hooks_to_conds
+        other.hook_schedule = self.hook_schedule
         return other
 
     def clip_layer(self, layer_idx: int) -> None:
@@ -132,12 +138,47 @@ class CLIP:
         with return_dict {"cond", "pooled_output"}."""
         cond, pooled = self._encode_tokens(tokens)
         if return_dict:
-            return {"cond": cond, "pooled_output": pooled}
+            return self._add_hooks({"cond": cond, "pooled_output": pooled})
         return (cond, pooled) if return_pooled else cond
 
-    def _encode_tokens(self, tokens: dict[str, list]):
+    def encode_from_tokens_scheduled(self, tokens: dict[str, list], unprojected: bool = False,
+                                     add_dict: dict[str, Any] | None = None, show_pbar: bool = True) -> list:
+        """CONDITIONING for ``tokens`` (ComfyUI's signature). With scheduled CLIP hooks, one entry per range
+        of constant hook strengths, limited to it by ``clip_start_percent``/``clip_end_percent``."""
+        add_dict = add_dict or {}
+        schedule = self.hook_schedule
+        if not schedule or schedule[0][0] is None:
+            cond, pooled = self._encode_tokens(tokens)
+            options = self._add_hooks({"pooled_output": pooled})
+            options.update(add_dict)
+            return [[cond, options]]
+        out = []
+        for (start, end), extra in schedule:
+            if "start_percent" in add_dict and end < add_dict["start_percent"]:
+                continue
+            if "end_percent" in add_dict and start > add_dict["end_percent"]:
+                continue
+            cond, pooled = self._encode_tokens(tokens, extra)
+            options = {"pooled_output": pooled, "clip_start_percent": start, "clip_end_percent": end}
+            options.update(add_dict)
+            out.append([cond, self._add_hooks(options)])
+        return out
+
+    def _add_hooks(self, options: dict) -> dict:
+        if self.apply_hooks_to_conds:
+            options["hooks"] = self.apply_hooks_to_conds
+        return options
+
+    def _encode_tokens(self, tokens: dict[str, list], extra: dict | None = None):
+        if extra is None and self.hook_schedule:
+            extra = self.hook_schedule[0][1]
         results = {}
         for e in self.encoders:
+            if extra and extra.get(e.spec.name):
+                patcher = e.patcher.clone()
+                for adapters, strength in extra[e.spec.name]:
+                    patcher.add_patches(adapters, strength)
+                e = TextEncoder(e.spec, patcher, e.tokenizer)
             device = self.manager.load(e.patcher.holder)
             dtype = e.patcher.holder.dtype
             results[e.spec.name] = e.encode_token_weights(tokens[e.spec.name.split("_")[-1]], self.layer_idx,
@@ -155,10 +196,7 @@ class CLIP:
 
     def encode_conditioning(self, text: str, add: dict[str, Any] | None = None) -> list:
         """CONDITIONING for ``text`` (CLIPTextEncode)."""
-        cond, pooled = self._encode_tokens(self.tokenize(text))
-        options = {"pooled_output": pooled}
-        options.update(add or {})
-        return [[cond, options]]
+        return self.encode_from_tokens_scheduled(self.tokenize(text), add_dict=add)
 
     def set_embedding_dirs(self, dirs: list | None) -> None:
         """Where ``embedding:name`` looks (per CLIP value: shared networks may serve several setups)."""

@@ -239,8 +239,12 @@ def resolve_areas_and_masks(conds: list[dict], dims, device) -> None:
 
 def calculate_start_end_timesteps(model_sampling, conds: list[dict]) -> None:
     for i, c in enumerate(conds):
-        start = model_sampling.percent_to_sigma(c["start_percent"]) if "start_percent" in c else None
-        end = model_sampling.percent_to_sigma(c["end_percent"]) if "end_percent" in c else None
+        if "clip_start_percent" in c:  # one range of a scheduled CLIP-hook encoding, within the cond's own
+            start = model_sampling.percent_to_sigma(max(c["clip_start_percent"], c.get("start_percent", 0.0)))
+            end = model_sampling.percent_to_sigma(min(c["clip_end_percent"], c.get("end_percent", 1.0)))
+        else:
+            start = model_sampling.percent_to_sigma(c["start_percent"]) if "start_percent" in c else None
+            end = model_sampling.percent_to_sigma(c["end_percent"]) if "end_percent" in c else None
         if start is not None or end is not None:
             c = dict(c)
             if start is not None:
@@ -439,18 +443,70 @@ def _cond_cat(c_list):
     return {k: v[0].concat(v[1:]) for k, v in grouped.items()}
 
 
+def _add_default_conds(groups: dict, defaults: list[list[dict]], x_in, timestep, hooked) -> None:
+    """Default conds ("default" option) act where the other conds of their side leave weight uncovered."""
+    remaining = [torch.ones_like(x_in) for _ in defaults]
+    for to_run in groups.values():
+        for p, i in to_run:
+            if not defaults[i]:
+                continue
+            target = remaining[i]
+            if p.area is not None:
+                dims = len(p.area) // 2
+                for d in range(dims):
+                    target = target.narrow(d + 2, p.area[d + dims], p.area[d])
+            target -= p.mult
+    for i, mult in enumerate(remaining):
+        if not defaults[i]:
+            continue
+        torch.nn.functional.relu(mult, inplace=True)
+        if torch.max(mult) == 0.0:
+            continue
+        for c in defaults[i]:
+            p = get_area_and_mult(c, x_in, timestep)
+            if p is not None:
+                hooked(groups, c, p._replace(mult=mult), i)
+
+
 def calc_cond_batch(model, conds: list, x_in: torch.Tensor, timestep: torch.Tensor, model_options: dict):
-    """Weighted average of every active cond's prediction, per cond list (e.g. [positive, negative])."""
-    out_conds, out_counts, to_run = [], [], []
+    """Weighted average of every active cond's prediction, per cond list (e.g. [positive, negative]).
+
+    Conds carrying hooks (``hearth.sampling.hooks``) run in groups of equal hooks, the model's weights
+    switched to each group's before it runs."""
+    from hearth.sampling.hooks import RUN_KEY
+
+    hook_run = model_options.get(RUN_KEY)
+
+    def hooked(groups, c, p, i):
+        hooks = c.get("hooks") if hook_run is not None else None
+        if hooks is not None:
+            hook_run.prepare_keyframes(timestep, hooks, model_options)
+        groups.setdefault(hooks, []).append((p, i))
+
+    out_conds, out_counts, groups, defaults = [], [], {}, []
     for i, cond in enumerate(conds):
         out_conds.append(torch.zeros_like(x_in))
         out_counts.append(torch.ones_like(x_in) * 1e-37)
+        defaults.append([])
         if cond is None:
             continue
         for c in cond:
+            if "default" in c:
+                defaults[i].append(c)
+                continue
             p = get_area_and_mult(c, x_in, timestep)
             if p is not None:
-                to_run.append((p, i))
+                hooked(groups, c, p, i)
+    if any(defaults):
+        _add_default_conds(groups, defaults, x_in, timestep, hooked)
+    for hooks, to_run in groups.items():
+        if hook_run is not None:
+            hook_run.apply(hooks)
+        _run_cond_group(model, to_run, x_in, timestep, model_options, out_conds, out_counts)
+    return [oc / cnt for oc, cnt in zip(out_conds, out_counts)]
+
+
+def _run_cond_group(model, to_run: list, x_in, timestep, model_options: dict, out_conds: list, out_counts: list):
     max_batch = model_options.get("max_cond_batch", 64)
     while to_run:
         first = to_run[0][0]
@@ -495,7 +551,6 @@ def calc_cond_batch(model, conds: list, x_in: torch.Tensor, timestep: torch.Tens
                     ocn = ocn.narrow(i + 2, a[i + dims], a[i])
                 oc += output[o] * mult[o]
                 ocn += mult[o]
-    return [oc / cnt for oc, cnt in zip(out_conds, out_counts)]
 
 
 def cfg_function(model, cond_pred, uncond_pred, cond_scale, x, timestep, model_options, cond=None, uncond=None):

@@ -18,7 +18,7 @@ from typing import Callable
 
 import torch
 
-from hearth.sampling import guidance, samplers, schedules
+from hearth.sampling import guidance, hooks, samplers, schedules
 
 
 def calculate_sigmas(model_sampling, sampler_name: str, scheduler: str, steps: int,
@@ -192,6 +192,7 @@ class CFGGuider:
         model = self.model_patcher
         self.inner_model = model
         self.conds = {k: [dict(c) for c in v] for k, v in self.original_conds.items()}
+        hook_run = hooks.HookRun.prepare(model, self.conds)  # None unless some cond carries hooks
         try:
             device = model.prepare()
             noise = noise.to(device=device, dtype=torch.float32)
@@ -206,12 +207,17 @@ class CFGGuider:
             options = clone_model_options(self.model_options)
             options["sample_sigmas"] = sigmas
             options.setdefault("transformer_options", {})["sample_sigmas"] = sigmas
+            if hook_run is not None:
+                hook_run.initialize_timesteps(self.conds)
+                options[hooks.RUN_KEY] = hook_run
             extra_args = {"model_options": options, "seed": seed}
             with torch.inference_mode():
                 out = sampler.sample(self, sigmas, extra_args, callback, noise, latent_image, denoise_mask,
                                      disable_pbar)
                 return model.latent_format.process_out(out.to(torch.float32))
         finally:
+            if hook_run is not None:
+                hook_run.finish()
             self.conds = {}
             self.inner_model = None
 
