@@ -24,6 +24,7 @@ import io
 import json
 import os
 import re
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -36,6 +37,9 @@ from tests.nodes.ui_workflow import convert, widget_slots  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[2]
 REFERENCE = Path("/work/shared/reference/object_info.comfyui-0.3.64.json")
+CHROMIUM = os.environ.get("HEARTH_CHROMIUM", "/usr/bin/chromium")
+
+pytestmark = pytest.mark.filterwarnings("ignore:Should have:UserWarning")  # torchsde, as in ComfyUI
 
 SD_FAMILIES = {"SD1.5", "SD1.x", "SD1", "SD2", "SD2.x", "SD2.1", "SDXL", "SDXL Turbo"}
 OTHER_CHECKPOINTS = re.compile(
@@ -292,7 +296,7 @@ def survey(tmp_path_factory, reference):
             outcome.ok = bool(result.ok) and not result.node_errors
             if not outcome.ok:
                 outcome.errors = json.dumps({"error": result.error, "node_errors": result.node_errors})[:1500]
-    return {"classes": classes, "outcomes": outcomes}
+    return {"classes": classes, "outcomes": outcomes, "harness": harness, "base": base}
 
 
 # --- the tests -----------------------------------------------------------------------------------------
@@ -342,6 +346,101 @@ def test_summary_counts(survey, capsys):
     assert not unexpected, [(o.name, o.errors) for o in expected if not o.ok]
     # a template that validates while using unregistered nodes would mean the check is broken
     assert not [o.name for o in passed if o.missing]
+
+
+# pixel sizes scaled down 4x (and steps cut) so a template runs in about a second on the tiny models
+PIXEL_INPUTS = {
+    "EmptyLatentImage": ("width", "height"),
+    "LatentUpscale": ("width", "height"),
+    "ImageScale": ("width", "height"),
+    "ConditioningSetArea": ("width", "height", "x", "y"),
+    "ImagePadForOutpaint": ("left", "top", "right", "bottom", "feathering"),
+}
+
+
+def shrink(prompt: dict, node_info) -> dict:
+    prompt = copy.deepcopy(prompt)
+    for spec in prompt.values():
+        inputs, kind = spec["inputs"], spec["class_type"]
+        required = node_info(kind)["input"].get("required", {})
+        for name in PIXEL_INPUTS.get(kind, ()):
+            if isinstance(inputs.get(name), int) and inputs[name] > 0:
+                low = required[name][1].get("min", 0)
+                inputs[name] = max(low, inputs[name] // 32 * 8)
+        if kind == "ImageScaleToTotalPixels":
+            inputs["megapixels"] = max(0.01, inputs["megapixels"] / 16)
+        if kind == "KSampler":
+            inputs["steps"] = min(inputs["steps"], 2)
+        if kind == "KSamplerAdvanced":
+            total, new = inputs["steps"], 4
+            for name in ("start_at_step", "end_at_step"):
+                if inputs[name] < total:
+                    inputs[name] = round(inputs[name] * new / total)
+            inputs["steps"] = new
+    return prompt
+
+
+@pytest.mark.parametrize("name", _sd_names())
+def test_template_runs_on_tiny_models(survey, name):
+    """Every template that validates also executes (sizes and steps scaled down, tiny random models)."""
+    outcome = survey["outcomes"][name]
+    if outcome.missing:
+        pytest.xfail(f"Hearth lacks {', '.join(outcome.missing)}")
+    harness = survey["harness"]
+    from hearth.nodes.context import using
+
+    with using(harness.context()):
+        prompt = shrink(outcome.prompt, harness.registry.node_info)
+    result = harness.run(prompt)
+    images = [img for node in result.outputs.values() for img in node.get("images", [])]
+    assert images, result.outputs
+    for image in images:
+        folder = harness.folders.output if image["type"] == "output" else harness.folders.temp
+        assert (folder / image["subfolder"] / image["filename"]).is_file()
+
+
+def test_conversion_matches_the_real_frontend(survey):
+    """The official frontend (served by Hearth, in headless Chromium) builds the same prompts from the templates.
+
+    Only templates whose node types Hearth serves can be compared: for the others the frontend has no node
+    definitions and leaves their widgets out.
+    """
+    playwright = pytest.importorskip("playwright.sync_api")
+    if not shutil.which(CHROMIUM):
+        pytest.skip("no Chromium")
+    from tests.conftest import Server
+
+    base = survey["base"]
+    settings = base / "user" / "default" / "comfy.settings.json"
+    settings.parent.mkdir(parents=True, exist_ok=True)
+    settings.write_text(json.dumps({"Comfy.TutorialCompleted": True, "Comfy.InstalledVersion": "1.27.10"}))
+    templates = load_templates()
+    names = sorted(n for n, o in survey["outcomes"].items() if not o.missing)
+    assert names
+    server = Server(base).start(timeout=60)
+    differences = {}
+    try:
+        with playwright.sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=CHROMIUM, args=["--headless", "--no-sandbox",
+                                                                         "--disable-gpu"])
+            page = browser.new_context().new_page()
+            page.route("**/*", lambda r: r.continue_() if r.request.url.startswith(server.url) else r.abort())
+            page.goto(server.url + "/")
+            page.wait_for_function("window.app && window.app.graph", timeout=90000)
+            page.wait_for_timeout(1000)
+            for name in names:
+                theirs = page.evaluate("""async ([wf, name]) => {
+                    await window.app.loadGraphData(wf, true, true, name);
+                    return (await window.app.graphToPrompt()).output; }""", [copy.deepcopy(templates[name]), name])
+                ours = survey["outcomes"][name].prompt
+                a = {k: (v["class_type"], v["inputs"]) for k, v in ours.items()}
+                b = {k: (v["class_type"], v["inputs"]) for k, v in theirs.items()}
+                if a != b:
+                    differences[name] = {k: (a.get(k), b.get(k)) for k in set(a) | set(b) if a.get(k) != b.get(k)}
+            browser.close()
+    finally:
+        server.stop()
+    assert not differences, differences
 
 
 # --- the converter itself --------------------------------------------------------------------------------
