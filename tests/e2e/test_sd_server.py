@@ -33,7 +33,10 @@ FLOW_TYPES = ("execution_start", "execution_cached", "executing", "progress", "e
 def sd(tmp_path_factory) -> Server:
     base = tmp_path_factory.mktemp("sd_server")
     write_model_tree(base)
-    server = Server(base).start(timeout=60)
+    with pytest.MonkeyPatch.context() as env:
+        # the tiny networks gain nothing from a second thread on a small shared machine
+        env.setenv("OMP_NUM_THREADS", "1")
+        server = Server(base).start(timeout=60)
     try:
         yield server
     finally:

@@ -20,7 +20,6 @@ Classification (printed by the summary test):
 from __future__ import annotations
 
 import copy
-import io
 import json
 import os
 import re
