@@ -42,7 +42,11 @@ CHECKPOINTS = {
 @pytest.fixture(scope="session")
 def model_base(tmp_path_factory) -> Path:
     """A base directory with models/{checkpoints,loras,embeddings,vae,text_encoders,diffusion_models}."""
-    base = tmp_path_factory.mktemp("hearth_sd")
+    return write_model_tree(tmp_path_factory.mktemp("hearth_sd"))
+
+
+def write_model_tree(base: Path) -> Path:
+    """Write the tiny fixture models under ``base/models`` (also used by tests that start a real server)."""
     models = base / "models"
     for sub in ("checkpoints", "loras", "embeddings", "vae", "text_encoders", "diffusion_models", "configs"):
         (models / sub).mkdir(parents=True)
