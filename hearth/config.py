@@ -5,6 +5,7 @@ One Config is built per process and passed explicitly; nothing reads flags from 
 from __future__ import annotations
 
 import argparse
+import ipaddress
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -193,7 +194,12 @@ class Config:
 
 
 def _is_loopback(host: str) -> bool:
-    return host in ("127.0.0.1", "::1", "localhost") or host.startswith("127.")
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:  # a DNS name: it may resolve anywhere
+        return False
 
 
 def config_from_args(argv: Sequence[str]) -> Config:

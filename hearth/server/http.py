@@ -8,6 +8,7 @@ from __future__ import annotations
 import errno
 import hashlib
 import hmac
+import ipaddress
 import json
 import logging
 import re
@@ -165,9 +166,6 @@ class Routes:
 
 
 # --- middleware --------------------------------------------------------------------------------
-LOOPBACK_HOSTS = {"127.0.0.1", "localhost", "::1", "[::1]"}
-
-
 def _host_name(host_header: str) -> str:
     host = host_header.strip().lower()
     if host.startswith("["):
@@ -176,7 +174,15 @@ def _host_name(host_header: str) -> str:
 
 
 def is_loopback_name(host: str) -> bool:
-    return host in LOOPBACK_HOSTS or host.startswith("127.")
+    """A Host name that can only mean this machine: a loopback IP literal, localhost or *.localhost
+    (RFC 6761; browsers resolve those themselves). "127.evil.example" is a DNS name, not loopback."""
+    if host == "localhost" or host.endswith(".localhost"):
+        return True
+    literal = host[1:-1] if host.startswith("[") and host.endswith("]") else host
+    try:
+        return ipaddress.ip_address(literal).is_loopback
+    except ValueError:
+        return False
 
 
 # OS errors that only a client-chosen path causes (a name or path too long, a link loop, a file
@@ -206,8 +212,10 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         return json_error(500, "server_error", "Internal server error", type(exc).__name__)
 
 
-def origin_middleware(cors_origin: str | None):
-    """Refuse cross-site requests to a loopback-bound server (DNS rebinding / drive-by POSTs)."""
+def origin_middleware(cors_origin: str | None, loopback_only: bool = False):
+    """Refuse cross-site requests to a loopback-bound server (drive-by POSTs) and, on a server that only
+    listens on loopback, requests addressed to any other host name: a page on attacker.example whose
+    name is re-pointed at 127.0.0.1 (DNS rebinding) is same-origin with itself, so only its Host tells."""
 
     @web.middleware
     async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
@@ -222,6 +230,9 @@ def origin_middleware(cors_origin: str | None):
             response.headers["Access-Control-Allow-Credentials"] = "true"
             return response
         host = _host_name(request.headers.get("Host", ""))
+        if loopback_only and host and not is_loopback_name(host):
+            return json_error(403, "forbidden", "This server only answers requests addressed to a loopback name "
+                              "(127.0.0.1, [::1], localhost)", f"Host: {host[:200]}")
         origin = request.headers.get("Origin")
         if origin is not None and is_loopback_name(host):
             if origin == "null":
@@ -344,7 +355,7 @@ def create_web_app(app: "App") -> web.Application:
     from hearth.server.routes import ROUTE_MODULES
 
     cfg = app.config
-    middlewares = [error_middleware, origin_middleware(cfg.cors_origin)]
+    middlewares = [error_middleware, origin_middleware(cfg.cors_origin, cfg.loopback_only)]
     if app.api_token:
         middlewares.insert(0, token_middleware(app.api_token))
     middlewares.append(cache_middleware)

@@ -188,6 +188,30 @@ def test_cross_origin_refused_on_loopback(loopback_server):
     figure("access", origin_refusals=refused)
 
 
+def test_dns_rebinding_refused_on_loopback(loopback_server):
+    """A loopback-only server answers only requests addressed to a loopback name: a rebound DNS name
+    (same-origin with itself, so no Origin check can catch it) gets 403, the websocket too."""
+    s = loopback_server
+    for host in ("evil.example", "127.0.0.1.evil.example", "127.evil.example", "localhost.evil.example",
+                 "0x7f000001.example", "10.0.0.1", "[::ffff:10.0.0.1]"):
+        for method, path in (("GET", "/queue"), ("POST", "/prompt"), ("GET", "/"), ("GET", "/api/jobs")):
+            body = json.dumps({"prompt": image_prompt(2)}).encode() if method == "POST" else None
+            status, _, raw = s.request(method, path, body, {"Host": f"{host}:{s.port}"})
+            assert status == 403, (host, method, path, status)
+            assert json.loads(raw)["error"]["type"] == "forbidden"
+    assert s.get_json("/queue")["queue_pending"] == []
+
+    async def ws_refused():
+        async with aiohttp.ClientSession() as session:
+            with pytest.raises(aiohttp.WSServerHandshakeError) as err:
+                await session.ws_connect(s.ws_url, headers={"Host": f"evil.example:{s.port}"})
+            assert err.value.status == 403
+    asyncio.run(ws_refused())
+    for host in (f"127.0.0.1:{s.port}", f"localhost:{s.port}", f"app.localhost:{s.port}", f"127.0.0.2:{s.port}",
+                 f"[::1]:{s.port}"):
+        assert s.request("GET", "/queue", None, {"Host": host})[0] == 200, host
+
+
 def test_no_secret_in_logs_queue_history_jobs_or_websocket(loopback_server):
     s = loopback_server
     key, auth = "KEY-" + uuid.uuid4().hex, "AUTH-" + uuid.uuid4().hex
