@@ -397,7 +397,7 @@ def save_image_path(prefix: str, output_dir: Path | str, width: int = 0, height:
     subfolder = os.path.dirname(os.path.normpath(prefix)) if "/" in prefix else ""
     filename = os.path.basename(os.path.normpath(prefix)) if prefix else ""
     output_real = os.path.realpath(output_dir)
-    full_folder = os.path.realpath(os.path.join(output_real, subfolder))
+    full_folder = os.path.realpath(os.path.join(output_real, subfolder)) if subfolder else output_real
     if full_folder != output_real and not full_folder.startswith(output_real + os.sep):
         raise SaveOutsideFolder("Saving outside the output folder is not allowed "
                                 f"(filename_prefix {prefix[:200]!r})")
