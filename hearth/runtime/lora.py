@@ -18,8 +18,9 @@ log = logging.getLogger(__name__)
 
 
 class LoRA:
-    def __init__(self, up, down, mid=None, alpha=None):
+    def __init__(self, up, down, mid=None, alpha=None, dora_scale=None):
         self.up, self.down, self.mid, self.alpha = up, down, mid, alpha
+        self.dora_scale = dora_scale
 
     def apply(self, w: torch.Tensor, strength: float) -> torch.Tensor:
         up = self.up.to(w.device, torch.float32)
@@ -31,7 +32,24 @@ class LoRA:
             down = torch.mm(down.transpose(0, 1).flatten(start_dim=1),
                             mid.transpose(0, 1).flatten(start_dim=1)).reshape(shape).transpose(0, 1)
         diff = torch.mm(up.flatten(start_dim=1), down.flatten(start_dim=1)).reshape(w.shape)
+        if self.dora_scale is not None:
+            return _dora(self.dora_scale.to(w.device, torch.float32), w, scale * diff, strength)
         return w + (strength * scale) * diff
+
+
+def _dora(magnitude: torch.Tensor, w: torch.Tensor, diff: torch.Tensor, strength: float) -> torch.Tensor:
+    """DoRA: the LoRA'd weight rescaled to the learned magnitude per output (or input) channel, blended in
+    by ``strength``. As ComfyUI computes it: with the magnitude per output channel the norm is taken of the
+    weight before this LoRA, per input channel of the weight after it."""
+    calc = w + diff
+    ones = [1] * (w.dim() - 1)
+    if magnitude.shape[0] == calc.shape[0]:
+        norm = w.reshape(w.shape[0], -1).norm(dim=1, keepdim=True).reshape(w.shape[0], *ones)
+    else:
+        norm = calc.transpose(0, 1).reshape(calc.shape[1], -1).norm(dim=1, keepdim=True)
+        norm = norm.reshape(calc.shape[1], *ones).transpose(0, 1)
+    calc = calc * (magnitude / (norm + torch.finfo(w.dtype).eps))
+    return calc if strength == 1.0 else w + strength * (calc - w)
 
 
 class LoHa:
@@ -106,8 +124,8 @@ def _adapter_for(prefix: str, sd: Mapping, used: set[str]):
     if f"{prefix}.alpha" in sd:
         alpha = float(sd[f"{prefix}.alpha"].item())
         used.add(f"{prefix}.alpha")
-    if f"{prefix}.dora_scale" in sd:
-        log.warning("DoRA scales are not supported yet; %s applied as plain LoRA", prefix)
+    dora_scale = sd.get(f"{prefix}.dora_scale")
+    if dora_scale is not None:
         used.add(f"{prefix}.dora_scale")
     for up_fmt, down_fmt, mid_fmt in _LORA_FORMATS:
         up_k, down_k = up_fmt.format(prefix), down_fmt.format(prefix)
@@ -116,9 +134,11 @@ def _adapter_for(prefix: str, sd: Mapping, used: set[str]):
             if mid_fmt and mid_fmt.format(prefix) in sd:
                 mid = sd[mid_fmt.format(prefix)]
                 used.add(mid_fmt.format(prefix))
-            out["weight"] = LoRA(sd[up_k], sd[down_k], mid, alpha)
+            out["weight"] = LoRA(sd[up_k], sd[down_k], mid, alpha, dora_scale)
             used.update((up_k, down_k))
             break
+    if dora_scale is not None and "weight" not in out:
+        log.warning("DoRA magnitude of %s is only supported with plain LoRA matrices; applied without it", prefix)
     if "weight" not in out and f"{prefix}.hada_w1_a" in sd:
         names = ["hada_w1_a", "hada_w1_b", "hada_w2_a", "hada_w2_b"]
         t = [sd.get(f"{prefix}.hada_t1"), sd.get(f"{prefix}.hada_t2")]

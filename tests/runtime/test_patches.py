@@ -1,6 +1,7 @@
 """Weight adapters and the patcher's apply/undo."""
 from __future__ import annotations
 
+import pytest
 import torch
 
 from hearth.runtime import lora as L
@@ -59,3 +60,29 @@ def test_patchers_share_a_module_and_undo_cleanly():
     assert torch.equal(lin.weight, base)
     assert not plain.patches and len(a.patches["weight"]) == 1 and len(b.patches["weight"]) == 2
     assert a.add_patches({"nope.weight": L.Diff(torch.ones(1))}, 1.0) == []
+
+
+# ComfyUI 0.3.64's weight_decompose on the same seeded tensors (ad-hoc run of comfy.weight_adapter.base):
+# every 7th element of the patched 8x6 weight, magnitude per output / per input channel, strength 1 and 0.6.
+_DORA_REFERENCE = {
+    ("out", 1.0): [-0.38739, -0.51359, 0.42233, 0.34402, -0.83685, 0.41401, 0.56608],
+    ("out", 0.6): [-0.56049, -0.66561, 0.34556, 0.51924, -1.3267, 1.16774, 0.99602],
+    ("in", 1.0): [-0.12813, -0.239, 0.48495, 0.67658, -0.39638, 0.25069, 0.31685],
+    ("in", 0.6): [-0.40493, -0.50086, 0.38313, 0.71878, -1.06242, 1.06975, 0.84649],
+}
+
+
+@pytest.mark.parametrize("axis,strength", sorted(_DORA_REFERENCE))
+def test_dora_matches_comfyui(axis, strength):
+    g = torch.Generator().manual_seed(7)
+    w = torch.randn(8, 6, generator=g)
+    up, down = torch.randn(8, 2, generator=g), torch.randn(2, 6, generator=g)
+    out_axis, in_axis = torch.rand(8, 1, generator=g) + 0.5, torch.rand(1, 6, generator=g) + 0.5
+    # through the file reader: kohya names with alpha (scale alpha / rank = 0.5) and dora_scale
+    sd = {"m.lora_up.weight": up, "m.lora_down.weight": down, "m.alpha": torch.tensor(1.0),
+          "m.dora_scale": out_axis if axis == "out" else in_axis}
+    adapter = L._adapter_for("m", sd, set())["weight"]
+    patched = adapter.apply(w.clone(), strength)
+    assert torch.allclose(patched.flatten()[::7], torch.tensor(_DORA_REFERENCE[(axis, strength)]), atol=1e-4)
+    plain = L.LoRA(up, down, alpha=1.0).apply(w.clone(), strength)
+    assert not torch.allclose(patched, plain)
