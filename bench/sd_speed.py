@@ -6,12 +6,15 @@ Both servers' executors run the same API-format workflows, each side in a fresh 
 Python and torch), alternating Hearth, ComfyUI, Hearth, ... for --rounds rounds. Figures, from the wall time of
 whole prompts (so lazy work is counted wherever it happens):
 
-- checkpoint load: the first prompt (load + text encode + one 64² step) minus the same prompt run again warm
-  with a new text (so the encoder runs again, but nothing is loaded);
-- seconds per step at 64² and 256² (cfg 7, so two network evaluations per step): the difference between a
-  long and a short run of the same size divided by the step difference (fixed costs cancel);
-- VAE decode at 256²: a prompt whose sampler is cached, adding VAEDecode + PreviewImage;
+- checkpoint load: time to the first sampler step of the first prompt (load + text encode + setup) minus the
+  same for the next prompt, which has a new text (the encoder runs again, nothing is loaded);
+- seconds per step at 64² and 256² (cfg 7, so two network evaluations per step): the median time between
+  consecutive progress events of one sampler run (its first step, with the setup, left out);
+- VAE decode at 256²: the VAEDecode node's time in a prompt whose sampler is cached;
 - peak RSS of the process (ru_maxrss) at the end.
+
+``--threads N`` sets torch's threads on both sides (OMP_NUM_THREADS): with other work on the machine,
+one thread per side is far steadier than two threads fighting for two cores.
 
 The checkpoint is an SD1.5 single file in the original key layout with random fp16 weights at full size
 (UNet 860M, CLIP-L, VAE), written once under --work (~2 GB). Nothing is downloaded; ComfyUI code is only run.
@@ -77,26 +80,45 @@ def t2i(text: str, steps: int, size: int, seed: int = 1, decode: bool = False) -
     return p
 
 
-def workflows(short: int, long64: int, long256: int) -> dict[str, dict]:
+def workflows(steps64: int, steps256: int) -> dict[str, dict]:
     return {
         "cold": t2i("a cat", 1, 64),
         "warm": t2i("a dog", 1, 64),
-        "s64_short": t2i("a cat", short, 64, seed=2),
-        "s64_long": t2i("a cat", long64, 64, seed=2),
-        "s256_short": t2i("a cat", short, 256, seed=3),
-        "s256_long": t2i("a cat", long256, 256, seed=3),
-        "decode256": t2i("a cat", long256, 256, seed=3, decode=True),
+        "s64": t2i("a cat", steps64, 64, seed=2),
+        "s256": t2i("a cat", steps256, 256, seed=3),
+        "decode256": t2i("a cat", steps256, 256, seed=3, decode=True),
     }
 
 
-def figures(times: dict[str, float], short: int, long64: int, long256: int, rss_mib: float) -> dict[str, float]:
+def _first_progress(events: list) -> float:
+    start = events[0][0]
+    return next(t for t, kind, _ in events if kind == "progress") - start
+
+
+def _step_time(events: list) -> float:
+    """Median time between consecutive sampler steps (the first step, which includes setup, left out)."""
+    ticks = [t for t, kind, _ in events if kind == "progress"]
+    gaps = [b - a for a, b in zip(ticks, ticks[1:])]
+    return statistics.median(gaps)
+
+
+def _node_time(events: list, node: str) -> float:
+    for i, (t, kind, n) in enumerate(events):
+        if kind == "executing" and n == node:
+            later = [t2 for t2, k2, _ in events[i + 1:] if k2 == "executing"]
+            return later[0] - t
+    raise KeyError(node)
+
+
+def figures(res: dict) -> dict[str, float]:
+    ev = res["events"]
     return {
-        "load_s": times["cold"] - times["warm"],
-        "first_prompt_s": times["cold"],
-        "s_per_it_64": (times["s64_long"] - times["s64_short"]) / (long64 - short),
-        "s_per_it_256": (times["s256_long"] - times["s256_short"]) / (long256 - short),
-        "vae_decode_256_s": times["decode256"],
-        "peak_rss_mib": rss_mib,
+        "load_s": _first_progress(ev["cold"]) - _first_progress(ev["warm"]),
+        "first_prompt_s": res["times"]["cold"],
+        "s_per_it_64": _step_time(ev["s64"]),
+        "s_per_it_256": _step_time(ev["s256"]),
+        "vae_decode_256_s": _node_time(ev["decode256"], "6"),
+        "peak_rss_mib": res["rss_mib"],
     }
 
 
@@ -123,17 +145,29 @@ HEARTH_DRIVER = _COMMON + textwrap.dedent('''
     register_builtin_nodes(registry)
     engine = Engine(registry, CachePolicy())
     services = {}  # the model manager is created on first use
-    times = {}
+    times, events = {}, {}
+
+    def recorder(log):
+        def emit(e):
+            kind = type(e).__name__
+            if kind == "Executing":
+                log.append((time.perf_counter(), "executing", e.node))
+            elif kind == "Progress":
+                log.append((time.perf_counter(), "progress", e.node))
+        return emit
+
     with using(NodeContext(cfg, folders, registry, services)):
         for name, prompt in json.load(open(prompts_file)).items():
             v = engine.validate(prompt)
             assert v.ok, (name, v.error, v.node_errors)
+            log = events[name] = []
             t = time.perf_counter()
-            outcome = engine.execute(name, prompt, {}, v.outputs, lambda e: None, Interrupt())
+            log.append((t, "start", None))
+            outcome = engine.execute(name, prompt, {}, v.outputs, recorder(log), Interrupt())
             times[name] = time.perf_counter() - t
             assert outcome.status == "success", (name, outcome.error)
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    json.dump({"times": times, "rss_mib": rss}, open(result_file, "w"))
+    json.dump({"times": times, "events": events, "rss_mib": rss}, open(result_file, "w"))
 ''')
 
 COMFY_DRIVER = _COMMON + textwrap.dedent('''
@@ -151,24 +185,29 @@ COMFY_DRIVER = _COMMON + textwrap.dedent('''
     folder_paths.add_model_folder_path("checkpoints", os.path.join(base, "models", "checkpoints"), is_default=True)
     import execution, nodes
 
+    log = []
+
     class Server:
         client_id = None
         last_node_id = None
-        def send_sync(self, *a, **k):
-            pass
+        def send_sync(self, event, data, sid=None):
+            if event in ("executing", "progress") and isinstance(data, dict):
+                log.append((time.perf_counter(), event, data.get("node")))
 
     asyncio.run(nodes.init_extra_nodes(init_custom_nodes=False, init_api_nodes=False))
     executor = execution.PromptExecutor(Server(), cache_type=False)
-    times = {}
+    times, events = {}, {}
     for name, prompt in json.load(open(prompts_file)).items():
         valid = asyncio.run(execution.validate_prompt(name, prompt, None))
         assert valid[0], (name, valid[1])
+        log = events[name] = []
         t = time.perf_counter()
+        log.append((t, "start", None))
         executor.execute(prompt, name, {}, valid[2])
         times[name] = time.perf_counter() - t
         assert executor.success, name
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    json.dump({"times": times, "rss_mib": rss}, open(result_file, "w"))
+    json.dump({"times": times, "events": events, "rss_mib": rss}, open(result_file, "w"))
 ''')
 
 
@@ -194,15 +233,17 @@ def main(argv=None) -> int:
     ap.add_argument("--no-comfy", action="store_true", help="Hearth alone")
     ap.add_argument("--work", default=str(REPO / "bench" / "results" / "sd_speed"))
     ap.add_argument("--rounds", type=int, default=2)
-    ap.add_argument("--short", type=int, default=2, help="steps of the short runs")
-    ap.add_argument("--long64", type=int, default=8)
-    ap.add_argument("--long256", type=int, default=5)
+    ap.add_argument("--steps64", type=int, default=8)
+    ap.add_argument("--steps256", type=int, default=4)
+    ap.add_argument("--threads", type=int, default=0, help="torch threads on both sides (0: torch's default)")
     ap.add_argument("--json", default=None, help="write every round's figures here")
     args = ap.parse_args(argv)
 
     base = Path(args.work).resolve()
     make_checkpoint(base / "models")
-    prompts = workflows(args.short, args.long64, args.long256)
+    prompts = workflows(args.steps64, args.steps256)
+    if args.threads:
+        os.environ["OMP_NUM_THREADS"] = os.environ["MKL_NUM_THREADS"] = str(args.threads)
     sides = [("Hearth", sys.executable, HEARTH_DRIVER, str(REPO))]
     if not args.no_comfy:
         sides.append(("ComfyUI", args.comfy_python, COMFY_DRIVER, str(Path(args.comfy).resolve())))
@@ -210,7 +251,7 @@ def main(argv=None) -> int:
     for r in range(args.rounds):
         for label, python, driver, first in sides:
             res = run_side(label, python, driver, first, base, prompts)
-            figs = figures(res["times"], args.short, args.long64, args.long256, res["rss_mib"])
+            figs = figures(res)
             rounds[label].append(figs)
             print(f"round {r + 1} {label}: " + ", ".join(f"{k} {v:.3f}" for k, v in figs.items()), flush=True)
 
