@@ -10,6 +10,36 @@ class NotProvidedError(NotImplementedError):
     """A ComfyUI function that Hearth's compatibility layer does not offer (yet)."""
 
 
+class NotProvidedAttributeError(NotProvidedError, AttributeError):
+    """A ComfyUI module attribute Hearth does not offer: loud (a NotProvidedError naming it) and still an
+    AttributeError, so ``hasattr`` answers False and ``from m import name`` fails as an ImportError."""
+
+
+def _missing_attribute(module_name: str, name: str, detail: str = "") -> NotProvidedAttributeError:
+    why = detail or "a ComfyUI internal that Hearth's compatibility layer does not provide"
+    return NotProvidedAttributeError(f"{module_name}.{name} is not provided by Hearth's ComfyUI compatibility "
+                                     f"layer (module {module_name!r} has no attribute {name!r}: {why})")
+
+
+def lazy_attrs(targets: dict[str, str]) -> dict[str, Callable[[], Any]]:
+    """``{"Name": "hearth.module:attr"}`` -> factories importing the target on first access (so a shim
+    can forward to modules that import torch without importing torch itself)."""
+
+    def factory(target: str) -> Callable[[], Any]:
+        def get() -> Any:
+            import importlib
+
+            module, _, attr = target.partition(":")
+            value: Any = importlib.import_module(module)
+            for part in attr.split("."):
+                value = getattr(value, part)
+            return value
+
+        return get
+
+    return {name: factory(target) for name, target in targets.items()}
+
+
 def module_getattr(module_name: str, lazy: dict[str, Callable[[], Any]] | None = None) -> Callable[[str], Any]:
     """A PEP 562 ``__getattr__``: values computed on access, else an error naming the attribute."""
     lazy = lazy or {}
@@ -20,8 +50,7 @@ def module_getattr(module_name: str, lazy: dict[str, Callable[[], Any]] | None =
             return factory()
         if name.startswith("__"):
             raise AttributeError(name)
-        raise AttributeError(f"module {module_name!r} has no attribute {name!r} "
-                             "(a ComfyUI internal that Hearth's compatibility layer does not provide)")
+        raise _missing_attribute(module_name, name)
 
     return __getattr__
 
@@ -58,30 +87,62 @@ def registry_has_module(python_module: str) -> bool:
     return any(registry.entry(name).python_module == python_module for name in registry.names())
 
 
-# Functions some packs import from comfy_extras modules, mapped onto Hearth's own.
-_EXTRAS_FUNCTIONS: dict[str, dict[str, str]] = {
+# Helpers some packs import from comfy_extras modules under ComfyUI's names, mapped onto Hearth's own.
+_EXTRAS_ALIASES: dict[str, dict[str, str]] = {
     "comfy_extras.nodes_mask": {"composite": "hearth.nodes.builtin.mask:composite"},
+    "comfy_extras.nodes_custom_sampler": {
+        "Noise_EmptyNoise": "hearth.sampling.custom:EmptyNoise",
+        "Noise_RandomNoise": "hearth.sampling.custom:RandomNoise",
+        "Guider_Basic": "hearth.sampling.custom:BasicGuider",
+        "Guider_DualCFG": "hearth.sampling.custom:DualCFGGuider",
+    },
+    "comfy_extras.nodes_perpneg": {
+        "Guider_PerpNeg": "hearth.sampling.custom:PerpNegGuider",
+        "perp_neg": "hearth.sampling.custom:perp_neg",
+    },
 }
 
 
+def _registry_entries(python_module: str) -> list:
+    registry = binding.app().registry
+    entries = [registry.entry(name) for name in registry.names()]
+    return [(name, e) for name, e in zip(registry.names(), entries) if e is not None
+            and e.python_module == python_module]
+
+
 def registry_module_getattr(python_module: str) -> Callable[[str], Any]:
-    """``comfy_extras.nodes_x.Name``: the registry's class ``Name`` of that python_module."""
+    """``comfy_extras.nodes_x.Name``, resolved live: the registry's node ``Name`` of that python_module;
+    else a ComfyUI helper name Hearth maps (``_EXTRAS_ALIASES``); else a public class or function of
+    the Hearth module(s) that register that python_module's nodes (``hearth.nodes.builtin.*``)."""
 
     def __getattr__(name: str) -> Any:
         if name.startswith("__"):
             raise AttributeError(name)
-        target = _EXTRAS_FUNCTIONS.get(python_module, {}).get(name)
+        target = _EXTRAS_ALIASES.get(python_module, {}).get(name)
         if target is not None:
-            import importlib
+            return lazy_attrs({name: target})[name]()
+        entries = _registry_entries(python_module)
+        for node_name, entry in entries:
+            if node_name == name:
+                return original_class(entry.cls)
+        for _, entry in entries:
+            if original_class(entry.cls).__name__ == name:
+                return original_class(entry.cls)
+        if not name.startswith("_"):
+            import inspect
+            import sys
 
-            module, _, attr = target.partition(":")
-            return getattr(importlib.import_module(module), attr)
-        registry = binding.app().registry
-        entry = registry.entry(name)
-        if entry is not None and entry.python_module == python_module:
-            return original_class(entry.cls)
-        raise AttributeError(f"module {python_module!r} has no attribute {name!r} "
-                             "(Hearth provides this module's node classes only)")
+            other_nodes = {e.cls for n in binding.app().registry.names()
+                           if (e := binding.app().registry.entry(n)) is not None}
+            for module_name in sorted({e.cls.__module__ for _, e in entries}):
+                if not module_name.startswith("hearth."):
+                    continue
+                value = getattr(sys.modules.get(module_name), name, None)
+                if (inspect.isclass(value) or inspect.isfunction(value)) and value.__module__ == module_name \
+                        and value not in other_nodes:
+                    return value
+        raise _missing_attribute(python_module, name, "Hearth provides this module's node classes and the "
+                                 "helpers of the Hearth module that implements them")
 
     return __getattr__
 
