@@ -103,6 +103,19 @@ _EXTRAS_ALIASES: dict[str, dict[str, str]] = {
 }
 
 
+# ComfyUI class names that differ from the node name (``from comfy_extras.nodes_post_processing import Blur``
+# is the ImageBlur node): {python_module: {ComfyUI class name: node name}}.
+_EXTRAS_CLASS_NAMES: dict[str, dict[str, str]] = {
+    "comfy_extras.nodes_post_processing": {"Blend": "ImageBlend", "Blur": "ImageBlur", "Quantize": "ImageQuantize",
+                                           "Sharpen": "ImageSharpen"},
+    "comfy_extras.nodes_primitive": {"String": "PrimitiveString", "StringMultiline": "PrimitiveStringMultiline",
+                                     "Int": "PrimitiveInt", "Float": "PrimitiveFloat", "Boolean": "PrimitiveBoolean"},
+    "comfy_extras.nodes_rebatch": {"LatentRebatch": "RebatchLatents", "ImageRebatch": "RebatchImages"},
+    "comfy_extras.nodes_hooks": {"CombineHooks": "CombineHooks2", "CombineHooksFour": "CombineHooks4",
+                                 "CombineHooksEight": "CombineHooks8"},
+}
+
+
 def _registry_entries(python_module: str) -> list:
     registry = binding.app().registry
     entries = [registry.entry(name) for name in registry.names()]
@@ -122,8 +135,9 @@ def registry_module_getattr(python_module: str) -> Callable[[str], Any]:
         if target is not None:
             return lazy_attrs({name: target})[name]()
         entries = _registry_entries(python_module)
+        wanted = _EXTRAS_CLASS_NAMES.get(python_module, {}).get(name, name)
         for node_name, entry in entries:
-            if node_name == name:
+            if node_name == wanted:
                 return original_class(entry.cls)
         for _, entry in entries:
             if original_class(entry.cls).__name__ == name:

@@ -86,6 +86,27 @@ class HTF_AttnPatchSample:
         return ({"samples": out}, json.dumps(report))
 
 
+class HTF_Attn2Replace:
+    CATEGORY = "hearth_test"
+    RETURN_TYPES = ("MODEL",)
+    FUNCTION = "patch"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {"model": ("MODEL",), "scale": _FLOAT}}
+
+    def patch(self, model, scale):
+        from comfy.ldm.modules.attention import optimized_attention
+
+        def replace(q, k, v, extra):
+            return optimized_attention(q, k, v, extra["n_heads"]) * scale
+
+        m = model.clone()
+        for block, number in (("input", 1), ("middle", 0), ("output", 2), ("output", 3)):
+            m.set_model_attn2_replace(replace, block, number)
+        return (m,)
+
+
 class HTF_ControlNetApply:
     CATEGORY = "hearth_test"
     RETURN_TYPES = ("CONDITIONING", "STRING")
@@ -332,6 +353,36 @@ def test_attn1_patch_from_a_pack_runs_in_sampling(runner, baseline):
                       "sampling": True, "is_clone": True}
 
 
+def test_attn2_replace_with_comfy_optimized_attention(runner, baseline):
+    def prompt(scale):
+        return {**base_prompt(), "5": {"class_type": "HTF_Attn2Replace", "inputs": {"model": ["1", 0],
+                                                                                     "scale": scale}},
+                "9": ksampler(model=("5", 0))}
+
+    same = runner.latent(prompt(1.0))
+    assert torch.allclose(same, baseline, atol=1e-4), (same - baseline).abs().max()
+    assert (runner.latent(prompt(0.0)) - baseline).abs().max() > 1e-2
+
+
+def test_optimized_attention_layouts_and_masks():
+    from comfy.ldm.modules.attention import optimized_attention
+    from hearth.runtime.unet_patches import attention
+
+    g = torch.Generator().manual_seed(2)
+    q, k, v = (torch.randn((2, 6, 8), generator=g) for _ in range(3))
+    out = optimized_attention(q, k, v, 2)
+    assert torch.allclose(out, attention(q, k, v, 2), atol=1e-6)
+    split = [t.view(2, -1, 2, 4).transpose(1, 2) for t in (q, k, v)]
+    assert torch.allclose(optimized_attention(*split, 2, skip_reshape=True, skip_output_reshape=True)
+                          .transpose(1, 2).reshape(2, -1, 8), out, atol=1e-6)
+    # a mask that blocks every key but the first: each query gets the first value
+    mask = torch.full((6, 6), float("-inf"))
+    mask[:, 0] = 0
+    masked = optimized_attention(q, k, v, 2, mask=mask)
+    assert torch.allclose(masked, v[:, :1].expand(-1, 6, -1), atol=1e-6)
+    assert torch.allclose(optimized_attention(q, k, v, 2, mask=mask.expand(2, 6, 6)), masked, atol=1e-6)
+
+
 def test_model_sampling_object_patch_matches_the_builtin_node(runner, baseline):
     pack = runner.latent({**base_prompt(), "5": {"class_type": "HTF_VPrediction", "inputs": {"model": ["1", 0]}},
                           "9": ksampler(model=("5", 0))})
@@ -512,6 +563,11 @@ MAPPED = {
                     "set_conds_props", "set_conds_props_and_combine", "set_default_conds_and_combine"],
     "comfy.model_sampling": ["ModelSamplingDiscrete", "ModelSamplingContinuousEDM", "ModelSamplingContinuousV",
                              "EPS", "V_PREDICTION", "EDM", "X0", "IMG_TO_IMG", "rescale_zero_terminal_snr_sigmas"],
+    "comfy.ldm.modules.attention": ["optimized_attention", "optimized_attention_masked",
+                                    "optimized_attention_for_device"],
+    "comfy_extras.nodes_post_processing": ["Blur", "Sharpen", "Blend", "Quantize", "ImageScaleToTotalPixels"],
+    "comfy_extras.nodes_rebatch": ["LatentRebatch", "ImageRebatch"],
+    "comfy_extras.nodes_primitive": ["String", "Int", "Float", "Boolean"],
     "comfy_api.latest": ["Input", "InputImpl", "Types", "io", "ui", "ComfyExtension"],
     "comfy_api.input": ["VideoInput", "ImageInput", "AudioInput", "MaskInput", "LatentInput"],
     "comfy_api.input_impl": ["VideoFromFile", "VideoFromComponents"],
@@ -535,6 +591,7 @@ NOT_PROVIDED = {
     "comfy.sd": ["load_controlnet", "load_diffusion_model_state_dict"],
     "comfy.hooks": ["ObjectPatchHook", "TransformerOptionsHook", "load_hook_lora_for_models"],
     "comfy.model_sampling": ["CONST", "ModelSamplingFlux", "ModelSamplingDiscreteFlow", "StableCascadeSampling"],
+    "comfy.ldm.modules.attention": ["CrossAttention", "BasicTransformerBlock"],
     "comfy_extras.nodes_custom_sampler": ["hearth_test_no_such_name", "KSampler"],
 }
 
@@ -604,7 +661,7 @@ def test_feature_shims_import_without_torch():
         from hearth.compat.finder import install_finder
         install_finder()
         import comfy.model_patcher, comfy.controlnet, comfy.clip_vision, comfy.hooks, comfy.model_sampling, comfy.sd
-        import comfy_api.latest, comfy_api.input, comfy_api.input_impl, comfy_api.util
+        import comfy_api.latest, comfy_api.input, comfy_api.input_impl, comfy_api.util, comfy.ldm.modules.attention
         import hearth.compat.model_api
         assert "torch" not in sys.modules, "a shim imported torch"
         comfy.model_sampling.EPS, comfy_api.latest.Types.VideoContainer, comfy_api.latest.InputImpl.VideoFromFile
