@@ -6,7 +6,8 @@ the rest that maps onto Hearth's model:
 
     load_device / offload_device / model_dtype() / model_size()   the model manager and weights holder
     model                       a view with ComfyUI's BaseModel names (model_sampling, latent_format,
-                                get_dtype(), diffusion_model = the diffusers UNet, device)
+                                model_type, get_dtype(), diffusion_model = the diffusers UNet, device);
+                                isinstance checks against comfy.model_base's classes follow the family
     get_model_object / add_object_patch    "model_sampling" and "latent_format"
     add_patches(patches, strength_patch, strength_model)   weight patches keyed by ComfyUI's state-dict
                                 names ("diffusion_model.input_blocks.0.0.weight") or Hearth's diffusers
@@ -24,9 +25,43 @@ Nothing here imports torch at import time.
 """
 from __future__ import annotations
 
+import enum
 from typing import Any
 
 from hearth.compat.shims_support import NotProvidedAttributeError, NotProvidedError
+
+
+class ModelType(enum.Enum):
+    """ComfyUI's ``comfy.model_base.ModelType`` (what ``model.model.model_type`` answers)."""
+    EPS = 1
+    V_PREDICTION = 2
+    V_PREDICTION_EDM = 3
+    STABLE_CASCADE = 4
+    EDM = 5
+    FLOW = 6
+    V_PREDICTION_CONTINUOUS = 7
+    FLUX = 8
+    IMG_TO_IMG = 9
+    FLOW_COSMOS = 10
+
+
+def model_type(model_sampling) -> ModelType:
+    """The ModelType of a Hearth sampling object (its prediction and, for continuous ones, its time)."""
+    prediction = getattr(model_sampling, "prediction", "eps")
+    time = getattr(model_sampling, "time", None)
+    if prediction == "cosmos_rflow":
+        return ModelType.FLOW_COSMOS
+    if prediction == "img_to_img":
+        return ModelType.IMG_TO_IMG
+    if prediction == "edm":
+        return ModelType.EDM
+    if prediction == "v":
+        if time == "v":
+            return ModelType.V_PREDICTION_CONTINUOUS
+        return ModelType.V_PREDICTION_EDM if time == "edm" else ModelType.V_PREDICTION
+    if prediction in ("eps", "lcm", "x0"):
+        return ModelType.EPS
+    raise NotProvidedError(f"no ComfyUI ModelType for Hearth's prediction type {prediction!r}")
 
 UNET_PREFIX = "diffusion_model."
 
@@ -113,6 +148,19 @@ class BaseModelView:
     @property
     def latent_format(self):
         return self._owner.latent_format
+
+    @property
+    def model_type(self) -> ModelType:
+        """From the current model_sampling (ComfyUI keeps the type the model was loaded with)."""
+        return model_type(self._owner.model_sampling)
+
+    @property
+    def hearth_family(self) -> str:
+        return self._owner.family.name
+
+    @property
+    def hearth_ip2p(self) -> bool:
+        return self._owner.ip2p
 
     @property
     def diffusion_model(self):

@@ -252,6 +252,7 @@ def _write_base(base: Path) -> None:
     for sub in ("checkpoints", "loras", "controlnet", "clip_vision", "style_models", "gligen"):
         (models / sub).mkdir(parents=True, exist_ok=True)
     save_file(tiny.sd15_checkpoint(), str(models / "checkpoints" / "sd15.safetensors"))
+    save_file(tiny.sdxl_checkpoint(), str(models / "checkpoints" / "sdxl.safetensors"))
     save_file(tiny.sd15_lora(), str(models / "loras" / "tiny_lora.safetensors"))
     g = torch.Generator().manual_seed(21)
     save_file(tiny.materialise(controlnet_shapes(tiny.SD15_UNET), g, "control_model."),
@@ -442,6 +443,58 @@ def test_add_patches_takes_comfyui_keys_and_tuples(runner):
     assert model.model.latent_format is model.latent_format and model.model.get_dtype() == torch.float32
 
 
+def _load(runner, name="sd15.safetensors"):
+    import comfy.sd
+    from hearth.nodes.context import using
+
+    with using(runner.app.node_context):
+        path = runner.app.folders.full_path("checkpoints", name)
+        model, clip, _, _ = comfy.sd.load_checkpoint_guess_config(str(path), output_vae=False)
+    return model, clip
+
+
+def test_model_base_classes_and_model_type(runner):
+    import comfy.model_base as mb
+    import comfy.model_sampling as ms
+    from hearth.compat.shims_support import NotProvidedError
+
+    sd15, _ = _load(runner)
+    xl, _ = _load(runner, "sdxl.safetensors")
+    assert isinstance(sd15.model, mb.BaseModel) and not isinstance(sd15.model, (mb.SDXL, mb.SDXLRefiner))
+    assert isinstance(xl.model, mb.SDXL) and isinstance(xl.model, mb.BaseModel)
+    assert not isinstance(xl.model, mb.SDXL_instructpix2pix) and not isinstance(object(), mb.BaseModel)
+    assert sd15.model.model_type is mb.ModelType.EPS
+    v = sd15.clone()
+
+    class VPred(ms.ModelSamplingDiscrete, ms.V_PREDICTION):
+        pass
+
+    v.add_object_patch("model_sampling", VPred())
+    assert v.model.model_type is mb.ModelType.V_PREDICTION and sd15.model.model_type is mb.ModelType.EPS
+    assert torch.equal(v.model.model_sampling.sigmas, sd15.model_sampling.sigmas)
+    with pytest.raises(NotProvidedError, match="SDXL"):
+        mb.SDXL()
+
+
+def test_comfy_lora_key_map_and_load_lora_patch_like_lora_loader(runner):
+    import comfy.lora
+    import comfy.sd
+    import comfy.utils
+
+    model, _ = _load(runner)
+    lora = comfy.utils.load_torch_file(str(runner.app.folders.full_path("loras", "tiny_lora.safetensors")))
+    key_map = comfy.lora.model_lora_keys_unet(model.model, {})
+    assert key_map["lora_unet_input_blocks_1_1_proj_in"] == "diffusion_model.input_blocks.1.1.proj_in.weight"
+    patches = comfy.lora.load_lora(lora, key_map)
+    assert patches and all(k.startswith("diffusion_model.") for k in patches)
+    mine = model.clone()
+    assert sorted(mine.add_patches(patches, 0.7)) == sorted(patches)
+    reference, _ = comfy.sd.load_lora_for_models(model, None, lora, 0.7, 0.0)
+    assert set(mine.patcher.patches) == set(reference.patcher.patches)
+    for key in mine.patcher.patches:
+        assert torch.equal(mine.patcher.patched_weight(key), reference.patcher.patched_weight(key)), key
+
+
 # --- ControlNet --------------------------------------------------------------------------------------
 def test_controlnet_loaded_and_applied_by_a_pack_matches_the_builtin_nodes(runner, baseline):
     image = {"class_type": "EmptyImage", "inputs": {"width": 64, "height": 64, "batch_size": 1, "color": 0x3366CC}}
@@ -568,6 +621,9 @@ MAPPED = {
     "comfy_extras.nodes_post_processing": ["Blur", "Sharpen", "Blend", "Quantize", "ImageScaleToTotalPixels"],
     "comfy_extras.nodes_rebatch": ["LatentRebatch", "ImageRebatch"],
     "comfy_extras.nodes_primitive": ["String", "Int", "Float", "Boolean"],
+    "comfy.model_base": ["ModelType", "BaseModel", "SDXL", "SDXLRefiner", "SD21UNCLIP", "SD15_instructpix2pix",
+                         "SDXL_instructpix2pix"],
+    "comfy.lora": ["model_lora_keys_unet", "load_lora"],
     "comfy_api.latest": ["Input", "InputImpl", "Types", "io", "ui", "ComfyExtension"],
     "comfy_api.input": ["VideoInput", "ImageInput", "AudioInput", "MaskInput", "LatentInput"],
     "comfy_api.input_impl": ["VideoFromFile", "VideoFromComponents"],
@@ -592,6 +648,8 @@ NOT_PROVIDED = {
     "comfy.hooks": ["ObjectPatchHook", "TransformerOptionsHook", "load_hook_lora_for_models"],
     "comfy.model_sampling": ["CONST", "ModelSamplingFlux", "ModelSamplingDiscreteFlow", "StableCascadeSampling"],
     "comfy.ldm.modules.attention": ["CrossAttention", "BasicTransformerBlock"],
+    "comfy.model_base": ["Flux", "SD3", "WAN21"],
+    "comfy.lora": ["model_lora_keys_clip", "calculate_weight"],
     "comfy_extras.nodes_custom_sampler": ["hearth_test_no_such_name", "KSampler"],
 }
 
@@ -661,6 +719,7 @@ def test_feature_shims_import_without_torch():
         from hearth.compat.finder import install_finder
         install_finder()
         import comfy.model_patcher, comfy.controlnet, comfy.clip_vision, comfy.hooks, comfy.model_sampling, comfy.sd
+        import comfy.model_base, comfy.lora
         import comfy_api.latest, comfy_api.input, comfy_api.input_impl, comfy_api.util, comfy.ldm.modules.attention
         import hearth.compat.model_api
         assert "torch" not in sys.modules, "a shim imported torch"
