@@ -135,6 +135,63 @@ def _adapter(value: Any, key: str):
     raise ValueError(f"add_patches({key!r}): not a weight patch: {type(value).__name__}")
 
 
+class LatentFormatView:
+    """A Hearth latent format (hearth.runtime.families.LatentFormat) under ComfyUI's attribute names."""
+
+    latent_dimensions = 2
+
+    def __init__(self, fmt) -> None:
+        object.__setattr__(self, "hearth_format", fmt)
+
+    @property
+    def scale_factor(self) -> float:
+        return self.hearth_format.scale_factor
+
+    @property
+    def latent_channels(self) -> int:
+        return self.hearth_format.channels
+
+    @property
+    def latent_rgb_factors(self):
+        factors = self.hearth_format.rgb_factors
+        return [list(row) for row in factors] if factors else None
+
+    @property
+    def latent_rgb_factors_bias(self):
+        bias = self.hearth_format.rgb_bias
+        return list(bias) if bias else None
+
+    @property
+    def taesd_decoder_name(self):
+        return self.hearth_format.taesd_decoder
+
+    def process_in(self, latent):
+        return self.hearth_format.process_in(latent)
+
+    def process_out(self, latent):
+        return self.hearth_format.process_out(latent)
+
+    def __eq__(self, other) -> bool:
+        return isinstance(other, LatentFormatView) and other.hearth_format == self.hearth_format
+
+    def __hash__(self) -> int:
+        return hash(self.hearth_format)
+
+    def __getattr__(self, name: str):
+        if name.startswith("__"):
+            raise AttributeError(name)
+        raise _not_provided("LatentFormat", name)
+
+
+def hearth_latent_format(value):
+    """A Hearth latent format from a view (or a Hearth format given as is)."""
+    fmt = getattr(value, "hearth_format", value)
+    if not (hasattr(fmt, "process_in") and hasattr(fmt, "channels")):
+        raise NotProvidedError(f"a latent format of type {type(value).__name__} is not one Hearth can use "
+                               "(make it with comfy.latent_formats)")
+    return fmt
+
+
 class BaseModelView:
     """``model.model``: the names packs read from ComfyUI's BaseModel, answered by the Hearth MODEL."""
 
@@ -146,8 +203,8 @@ class BaseModelView:
         return self._owner.model_sampling
 
     @property
-    def latent_format(self):
-        return self._owner.latent_format
+    def latent_format(self) -> LatentFormatView:
+        return LatentFormatView(self._owner.latent_format)
 
     @property
     def model_type(self) -> ModelType:
@@ -219,7 +276,7 @@ class ModelPatcherAPI:
         if name == "model_sampling":
             return self.model_sampling
         if name == "latent_format":
-            return self.latent_format
+            return LatentFormatView(self.latent_format)
         if name == "diffusion_model":
             return self.unet
         raise NotProvidedError(f"ModelPatcher.get_model_object({name!r}) is not provided by Hearth's ComfyUI "
@@ -230,7 +287,7 @@ class ModelPatcherAPI:
         if name == "model_sampling":
             self.model_sampling = obj
         elif name == "latent_format":
-            self.model_options["latent_format"] = obj
+            self.model_options["latent_format"] = hearth_latent_format(obj)
         else:
             raise NotProvidedError(f"ModelPatcher.add_object_patch({name!r}) is not provided by Hearth's ComfyUI "
                                    "compatibility layer (it patches 'model_sampling' and 'latent_format')")

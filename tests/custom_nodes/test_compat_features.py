@@ -440,7 +440,7 @@ def test_add_patches_takes_comfyui_keys_and_tuples(runner):
     m4 = model.clone()
     m4.model_patches_to(torch.device("cpu"))
     assert m4.model_options["transformer_options"] == {}
-    assert model.model.latent_format is model.latent_format and model.model.get_dtype() == torch.float32
+    assert model.model.latent_format.hearth_format is model.latent_format and model.model.get_dtype() == torch.float32
 
 
 def _load(runner, name="sd15.safetensors"):
@@ -474,6 +474,36 @@ def test_model_base_classes_and_model_type(runner):
     assert torch.equal(v.model.model_sampling.sigmas, sd15.model_sampling.sigmas)
     with pytest.raises(NotProvidedError, match="SDXL"):
         mb.SDXL()
+
+
+def test_latent_formats(runner):
+    import comfy.latent_formats as lf
+    from hearth.compat.shims_support import NotProvidedError
+    from hearth.runtime.families import SD15_LATENT, SDXL_LATENT
+
+    sd15, _ = _load(runner)
+    xl, _ = _load(runner, "sdxl.safetensors")
+    fmt = sd15.model.latent_format
+    assert isinstance(fmt, lf.SD15) and isinstance(fmt, lf.LatentFormat) and not isinstance(fmt, lf.SDXL)
+    assert isinstance(xl.get_model_object("latent_format"), lf.SDXL)
+    assert fmt.scale_factor == 0.18215 and fmt.latent_channels == 4 and fmt.latent_dimensions == 2
+    assert fmt.latent_rgb_factors[0] == [0.3512, 0.2297, 0.3227] and fmt.latent_rgb_factors_bias is None
+    assert lf.SDXL().latent_rgb_factors_bias == list(SDXL_LATENT.rgb_bias) and lf.SDXL() == xl.model.latent_format
+    x = torch.ones((1, 4, 2, 2))
+    assert torch.allclose(lf.SDXL().process_in(x), x * 0.13025)
+    assert lf.SD15(scale_factor=0.5).scale_factor == 0.5 and isinstance(lf.SD15(scale_factor=0.5), lf.SD15)
+    m = sd15.clone()
+    m.add_object_patch("latent_format", lf.SDXL())
+    assert m.latent_format is SDXL_LATENT and sd15.latent_format is SD15_LATENT
+
+    class Custom(lf.LatentFormat):
+        scale_factor = 2.0
+
+    assert isinstance(Custom(), lf.LatentFormat) and not isinstance(Custom(), lf.SDXL)
+    with pytest.raises(NotProvidedError):
+        m.add_object_patch("latent_format", Custom())
+    with pytest.raises(NotProvidedError, match="latent_format"):
+        m.add_object_patch("diffusion_model.input_blocks", None)
 
 
 def test_comfy_lora_key_map_and_load_lora_patch_like_lora_loader(runner):
@@ -624,6 +654,7 @@ MAPPED = {
     "comfy.model_base": ["ModelType", "BaseModel", "SDXL", "SDXLRefiner", "SD21UNCLIP", "SD15_instructpix2pix",
                          "SDXL_instructpix2pix"],
     "comfy.lora": ["model_lora_keys_unet", "load_lora"],
+    "comfy.latent_formats": ["LatentFormat", "SD15", "SDXL", "SDXL_Playground_2_5"],
     "comfy_api.latest": ["Input", "InputImpl", "Types", "io", "ui", "ComfyExtension"],
     "comfy_api.input": ["VideoInput", "ImageInput", "AudioInput", "MaskInput", "LatentInput"],
     "comfy_api.input_impl": ["VideoFromFile", "VideoFromComponents"],
@@ -650,6 +681,7 @@ NOT_PROVIDED = {
     "comfy.ldm.modules.attention": ["CrossAttention", "BasicTransformerBlock"],
     "comfy.model_base": ["Flux", "SD3", "WAN21"],
     "comfy.lora": ["model_lora_keys_clip", "calculate_weight"],
+    "comfy.latent_formats": ["SD3", "Flux", "Wan21"],
     "comfy_extras.nodes_custom_sampler": ["hearth_test_no_such_name", "KSampler"],
 }
 
@@ -719,7 +751,7 @@ def test_feature_shims_import_without_torch():
         from hearth.compat.finder import install_finder
         install_finder()
         import comfy.model_patcher, comfy.controlnet, comfy.clip_vision, comfy.hooks, comfy.model_sampling, comfy.sd
-        import comfy.model_base, comfy.lora
+        import comfy.model_base, comfy.lora, comfy.latent_formats
         import comfy_api.latest, comfy_api.input, comfy_api.input_impl, comfy_api.util, comfy.ldm.modules.attention
         import hearth.compat.model_api
         assert "torch" not in sys.modules, "a shim imported torch"

@@ -1,5 +1,6 @@
 """ComfyUI's ``comfy`` package, as far as Hearth provides it: utils, model_management, samplers,
-sample, sd, cli_args, comfy_types, model_patcher. ``comfy.<name>`` imports the submodule on first
+sample, sd, cli_args, comfy_types, model_patcher, controlnet, clip_vision, hooks, lora, model_sampling,
+model_base, latent_formats, k_diffusion.utils, ldm.modules.attention. ``comfy.<name>`` imports the submodule on first
 access (``import comfy`` then ``comfy.utils.…`` works); anything else is a ComfyUI internal that
 Hearth does not offer, and the error says so."""
 import importlib as _importlib

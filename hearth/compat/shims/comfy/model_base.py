@@ -17,6 +17,8 @@ class _ModelClass(type):
     """isinstance against a view of a Hearth model, decided by ``matches(view)``; never constructed."""
 
     def __instancecheck__(cls, obj) -> bool:
+        if type.__instancecheck__(cls, obj):
+            return True
         return isinstance(obj, BaseModelView) and cls.matches(obj)
 
     def __call__(cls, *args, **kwargs):
