@@ -12,8 +12,8 @@ backed by Hearth's real objects. ``install_compat(app)`` makes them importable f
     comfy.controlnet / clip_vision / hooks / lora / model_sampling / model_base / latent_formats,
     comfy.ldm.modules.attention  -> hearth.runtime.controlnet / clip_vision / lora,
                                     hearth.sampling.hooks / model_sampling, unet_patches' attention
-    comfy_extras.nodes_*         -> the built-in nodes of that python_module (live registry) and the
-                                    helpers of the Hearth modules implementing them
+    comfy_extras.nodes_*         -> the built-in nodes of that python_module (live registry) and a
+                                    few ComfyUI helpers mapped onto Hearth's
     comfy_api (latest, v0_0_2, input, input_impl, util) video types -> hearth.media.video
     comfy_execution.graph(_utils)-> hearth.engine.graph
     comfy_api (latest, v0_0_2)   -> the V3 node schema (io, ui, ComfyExtension), adapted to the

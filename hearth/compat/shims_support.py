@@ -87,9 +87,13 @@ def registry_has_module(python_module: str) -> bool:
     return any(registry.entry(name).python_module == python_module for name in registry.names())
 
 
-# Helpers some packs import from comfy_extras modules under ComfyUI's names, mapped onto Hearth's own.
+# Helpers some packs import from comfy_extras modules under ComfyUI's names, mapped onto Hearth's own
+# (same parameters as ComfyUI's).
 _EXTRAS_ALIASES: dict[str, dict[str, str]] = {
     "comfy_extras.nodes_mask": {"composite": "hearth.nodes.builtin.mask:composite"},
+    "comfy_extras.nodes_freelunch": {"Fourier_filter": "hearth.nodes.builtin.model_patches:fourier_filter"},
+    "comfy_extras.nodes_sag": {"gaussian_blur_2d": "hearth.nodes.builtin.model_patches:gaussian_blur_2d"},
+    "comfy_extras.nodes_post_processing": {"gaussian_kernel": "hearth.nodes.builtin.utility:gaussian_kernel"},
     "comfy_extras.nodes_custom_sampler": {
         "Noise_EmptyNoise": "hearth.sampling.custom:EmptyNoise",
         "Noise_RandomNoise": "hearth.sampling.custom:RandomNoise",
@@ -124,9 +128,10 @@ def _registry_entries(python_module: str) -> list:
 
 
 def registry_module_getattr(python_module: str) -> Callable[[str], Any]:
-    """``comfy_extras.nodes_x.Name``, resolved live: the registry's node ``Name`` of that python_module;
-    else a ComfyUI helper name Hearth maps (``_EXTRAS_ALIASES``); else a public class or function of
-    the Hearth module(s) that register that python_module's nodes (``hearth.nodes.builtin.*``)."""
+    """``comfy_extras.nodes_x.Name``, resolved live: the registry's node of that python_module whose
+    name (or ComfyUI class name, ``_EXTRAS_CLASS_NAMES``) is ``Name``, or a ComfyUI helper function Hearth
+    maps onto its own with the same signature (``_EXTRAS_ALIASES``). Hearth's other helpers are not
+    offered under ComfyUI's module names (ComfyUI's modules do not have them)."""
 
     def __getattr__(name: str) -> Any:
         if name.startswith("__"):
@@ -142,21 +147,8 @@ def registry_module_getattr(python_module: str) -> Callable[[str], Any]:
         for _, entry in entries:
             if original_class(entry.cls).__name__ == name:
                 return original_class(entry.cls)
-        if not name.startswith("_"):
-            import inspect
-            import sys
-
-            other_nodes = {e.cls for n in binding.app().registry.names()
-                           if (e := binding.app().registry.entry(n)) is not None}
-            for module_name in sorted({e.cls.__module__ for _, e in entries}):
-                if not module_name.startswith("hearth."):
-                    continue
-                value = getattr(sys.modules.get(module_name), name, None)
-                if (inspect.isclass(value) or inspect.isfunction(value)) and value.__module__ == module_name \
-                        and value not in other_nodes:
-                    return value
         raise _missing_attribute(python_module, name, "Hearth provides this module's node classes and the "
-                                 "helpers of the Hearth module that implements them")
+                                 "few helpers listed in hearth/compat/shims_support.py")
 
     return __getattr__
 

@@ -668,6 +668,8 @@ MAPPED = {
     "comfy_extras.nodes_hooks": ["CreateHookLora", "SetClipHooks"],
     "comfy_extras.nodes_mask": ["GrowMask", "composite"],
     "comfy_extras.nodes_perpneg": ["Guider_PerpNeg", "perp_neg"],
+    "comfy_extras.nodes_freelunch": ["FreeU", "FreeU_V2", "Fourier_filter"],
+    "comfy_extras.nodes_sag": ["SelfAttentionGuidance", "gaussian_blur_2d"],
     "comfy_extras.nodes_controlnet": ["SetUnionControlNetType"],
 }
 
@@ -682,7 +684,9 @@ NOT_PROVIDED = {
     "comfy.model_base": ["Flux", "SD3", "WAN21"],
     "comfy.lora": ["model_lora_keys_clip", "calculate_weight"],
     "comfy.latent_formats": ["SD3", "Flux", "Wan21"],
-    "comfy_extras.nodes_custom_sampler": ["hearth_test_no_such_name", "KSampler"],
+    "comfy_extras.nodes_custom_sampler": ["hearth_test_no_such_name", "KSampler", "run_guider"],
+    "comfy_extras.nodes_freelunch": ["fourier_filter"],  # a Hearth helper: not under ComfyUI's module name
+    "comfy_extras.nodes_model_merging": ["save_checkpoint"],
 }
 
 

@@ -7,7 +7,7 @@ Provided: the enums, ``Hook`` / ``WeightHook`` / ``HookGroup`` / ``HookKeyframe`
 (``set_hooks_for_conditioning``, ``set_timesteps_for_conditioning``, ``set_mask_for_conditioning``,
 ``combine_conditioning``, ``combine_with_new_conds``, ``conditioning_set_values_with_hooks``,
 ``set_conds_props``, ``set_conds_props_and_combine``, ``set_default_conds_and_combine``). The other
-hook kinds (object-patch, additional-models, transformer-options, injections) and registering hook
+hook kinds (object-patch, additional-models, transformer-options, wrapper, injections) and registering hook
 patches on a model by hand are not provided.
 """
 from __future__ import annotations
@@ -51,6 +51,7 @@ ObjectPatchHook = not_provided_class("comfy.hooks.ObjectPatchHook", _WHY)
 AdditionalModelsHook = not_provided_class("comfy.hooks.AdditionalModelsHook", _WHY)
 TransformerOptionsHook = not_provided_class("comfy.hooks.TransformerOptionsHook", _WHY)
 InjectionsHook = not_provided_class("comfy.hooks.InjectionsHook", _WHY)
+WrapperHook = not_provided_class("comfy.hooks.WrapperHook", _WHY)
 load_hook_lora_for_models = not_provided("comfy.hooks.load_hook_lora_for_models",
                                          "use create_hook_lora and set_hooks_for_conditioning")
 create_transformer_options_from_hooks = not_provided("comfy.hooks.create_transformer_options_from_hooks", _WHY)
