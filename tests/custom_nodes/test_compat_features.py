@@ -432,6 +432,10 @@ def test_add_patches_takes_comfyui_keys_and_tuples(runner):
         model.clone().add_patches({(key, (0, 0, 1)): (delta,)})
     with pytest.raises(NotProvidedError, match="patch type 'lora'"):
         model.clone().add_patches({key: ("lora", (delta, delta, None, None, None))})
+    import comfy.model_patcher
+
+    with pytest.raises(NotProvidedError, match="monkeypatching"):
+        comfy.model_patcher.ModelPatcher.clone = lambda self: self
     with pytest.raises(NotProvidedError, match="ModelPatcher.add_wrapper"):
         model.add_wrapper("x", lambda: None)
     assert not hasattr(model, "add_callback")  # loud on use, still an AttributeError for hasattr
@@ -674,7 +678,8 @@ MAPPED = {
 }
 
 NOT_PROVIDED = {
-    "comfy.model_patcher": ["set_model_options_pre_cfg_function", "LowVramPatch", "get_key_weight"],
+    "comfy.model_patcher": ["set_model_options_pre_cfg_function", "LowVramPatch", "get_key_weight",
+                            "ModelPatcher"],  # constructing one around a pack's own module
     "comfy.controlnet": ["load_controlnet_state_dict", "ControlLoraOps", "load_controlnet_mmdit"],
     "comfy.clip_vision": ["load_clipvision_from_sd", "IMAGE_ENCODERS"],
     "comfy.sd": ["load_controlnet", "load_diffusion_model_state_dict"],
@@ -721,7 +726,8 @@ def test_every_mapped_name_resolves_to_hearth_code(runner):
         from hearth.runtime.model import DiffusionModel
         from hearth.sampling import custom
 
-        assert comfy.model_patcher.ModelPatcher is DiffusionModel
+        assert issubclass(DiffusionModel, comfy.model_patcher.ModelPatcher)
+        assert comfy.model_patcher.ModelPatcher.set_model_attn1_patch is DiffusionModel.set_model_attn1_patch
         assert comfy.controlnet.T2IAdapter is controlnet.T2IAdapter
         assert extras.SamplerCustomAdvanced is custom_sampler.SamplerCustomAdvanced
         assert extras.Noise_RandomNoise is custom.RandomNoise

@@ -11,10 +11,45 @@ and ``model.model`` with BaseModel's model_sampling / latent_format / get_dtype(
 hearth/compat/model_api.py). ModelPatcher methods Hearth has no counterpart for (wrappers, callbacks,
 injections, hook-patch internals …) raise NotProvidedError naming them.
 
-Constructing a ModelPatcher around an arbitrary torch module (``ModelPatcher(model, load_device, …)``)
-is not ComfyUI's constructor here: Hearth makes MODEL values with its loaders.
+``ModelPatcher`` itself stands for that class: isinstance / issubclass checks and reading its methods
+go to DiffusionModel, but wrapping a pack's own torch module (``ModelPatcher(model, load_device,
+offload_device)``) and replacing ModelPatcher's methods (monkeypatching) are not provided and fail
+loudly: Hearth makes MODEL values with its loaders.
 """
-from hearth.compat.shims_support import lazy_attrs, module_getattr, not_provided
+from hearth.compat.shims_support import NotProvidedError, module_getattr, not_provided
+
+
+def _diffusion_model():
+    from hearth.runtime.model import DiffusionModel
+
+    return DiffusionModel
+
+
+class _ModelPatcherType(type):
+    def __instancecheck__(cls, obj) -> bool:
+        return type.__instancecheck__(cls, obj) or isinstance(obj, _diffusion_model())
+
+    def __subclasscheck__(cls, sub) -> bool:
+        return type.__subclasscheck__(cls, sub) or issubclass(sub, _diffusion_model())
+
+    def __call__(cls, *args, **kwargs):
+        raise NotProvidedError(
+            "comfy.model_patcher.ModelPatcher(model, load_device, offload_device) is not provided by Hearth's "
+            "ComfyUI compatibility layer: Hearth's MODEL values come from its loaders (comfy.sd.*); wrapping "
+            "another torch module as a ModelPatcher is not supported")
+
+    def __getattr__(cls, name):
+        if name.startswith("__"):
+            raise AttributeError(name)
+        return getattr(_diffusion_model(), name)
+
+    def __setattr__(cls, name, value):
+        raise NotProvidedError(f"replacing comfy.model_patcher.ModelPatcher.{name} (monkeypatching ModelPatcher) "
+                               "is not provided by Hearth's ComfyUI compatibility layer")
+
+
+class ModelPatcher(metaclass=_ModelPatcherType):
+    """Hearth's MODEL class (hearth.runtime.model.DiffusionModel) for isinstance checks and type hints."""
 
 
 def set_model_options_patch_replace(model_options, patch, name, block_name, number, transformer_index=None):
@@ -38,6 +73,4 @@ def create_model_options_clone(orig_model_options: dict) -> dict:
 set_model_options_pre_cfg_function = not_provided(
     "comfy.model_patcher.set_model_options_pre_cfg_function", "Hearth's guidance has no pre-cfg hook")
 
-__getattr__ = module_getattr("comfy.model_patcher", lazy_attrs({
-    "ModelPatcher": "hearth.runtime.model:DiffusionModel",
-}))
+__getattr__ = module_getattr("comfy.model_patcher")
