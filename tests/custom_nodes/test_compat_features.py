@@ -254,6 +254,7 @@ def _write_base(base: Path) -> None:
     save_file(tiny.sd15_checkpoint(), str(models / "checkpoints" / "sd15.safetensors"))
     save_file(tiny.sdxl_checkpoint(), str(models / "checkpoints" / "sdxl.safetensors"))
     save_file(tiny.sd15_lora(), str(models / "loras" / "tiny_lora.safetensors"))
+    save_file(tv.unclip_checkpoint(), str(models / "checkpoints" / "sd21_unclip.safetensors"))
     g = torch.Generator().manual_seed(21)
     save_file(tiny.materialise(controlnet_shapes(tiny.SD15_UNET), g, "control_model."),
               str(models / "controlnet" / "control_tiny.safetensors"))
@@ -631,6 +632,13 @@ def test_clip_vision_style_and_gligen_loaders(runner):
 
         gligen = comfy.sd.load_gligen(str(folders.full_path("gligen", "gligen_tiny.safetensors")))
         assert isinstance(gligen, GligenNet)
+        unclip = str(folders.full_path("checkpoints", "sd21_unclip.safetensors"))
+        model, clip, vae, vision = comfy.sd.load_checkpoint_guess_config(unclip, output_clipvision=True)
+        assert isinstance(vision, comfy.clip_vision.ClipVisionModel) and clip is not None and vae is not None
+        import comfy.model_base
+
+        assert isinstance(model.model, comfy.model_base.SD21UNCLIP)
+        assert comfy.sd.load_checkpoint_guess_config(unclip, output_clipvision=False)[3] is None
 
 
 # --- which names resolve -----------------------------------------------------------------------------

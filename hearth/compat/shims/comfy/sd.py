@@ -55,8 +55,16 @@ def _embedding_dirs(embedding_directory):
 def load_checkpoint_guess_config(ckpt_path, output_vae=True, output_clip=True, output_clipvision=False,
                                  embedding_directory=None, output_model=True, model_options=None,
                                  te_model_options=None):
-    """(MODEL, CLIP, VAE, CLIP_VISION=None) from a single-file checkpoint."""
+    """(MODEL, CLIP, VAE, CLIP_VISION) from a single-file checkpoint; CLIP_VISION is the image encoder an
+    unCLIP checkpoint carries when ``output_clipvision`` (else None, as in ComfyUI)."""
     from hearth.runtime import loader
+
+    if output_clipvision:
+        from hearth.runtime import unclip
+
+        model, clip, vae, vision = unclip.load_checkpoint(ckpt_path, _manager(), _embedding_dirs(embedding_directory))
+        return (model if output_model else None), (clip if output_clip else None), (vae if output_vae else None), \
+            vision
 
     model, clip, vae = loader.load_checkpoint(ckpt_path, _manager(), _embedding_dirs(embedding_directory),
                                               output_clip=output_clip, output_vae=output_vae)
