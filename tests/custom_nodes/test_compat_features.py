@@ -694,6 +694,7 @@ NOT_PROVIDED = {
     "comfy.hooks": ["ObjectPatchHook", "TransformerOptionsHook", "load_hook_lora_for_models"],
     "comfy.model_sampling": ["CONST", "ModelSamplingFlux", "ModelSamplingDiscreteFlow", "StableCascadeSampling"],
     "comfy.ldm.modules.attention": ["CrossAttention", "BasicTransformerBlock"],
+    "comfy": ["sampler_helpers", "weight_adapter"],
     "comfy.model_base": ["Flux", "SD3", "WAN21"],
     "comfy.lora": ["model_lora_keys_clip", "calculate_weight"],
     "comfy.latent_formats": ["SD3", "Flux", "Wan21"],
