@@ -5,6 +5,7 @@ Custom node packs receive MODEL values and call ComfyUI's ModelPatcher methods o
 the rest that maps onto Hearth's model:
 
     load_device / offload_device / model_dtype() / model_size()   the model manager and weights holder
+    set_model_compute_dtype     ModelComputeDtype's option
     model                       a view with ComfyUI's BaseModel names (model_sampling, latent_format,
                                 model_type, get_dtype(), diffusion_model = the diffusers UNet, device);
                                 isinstance checks against comfy.model_base's classes follow the family
@@ -73,7 +74,7 @@ _NOT_PROVIDED = frozenset({
     "weight_inplace_update", "force_cast_weights", "size",
     "set_model_emb_patch", "set_model_forward_timestep_embed_patch", "set_model_double_block_patch",
     "set_model_post_input_patch", "set_model_sampler_pre_cfg_function",
-    "set_model_sampler_calc_cond_batch_function", "set_model_compute_dtype", "add_weight_wrapper",
+    "set_model_sampler_calc_cond_batch_function", "add_weight_wrapper",
     "add_callback", "add_callback_with_key", "remove_callbacks_with_key", "get_callbacks", "get_all_callbacks",
     "add_wrapper", "add_wrapper_with_key", "remove_wrappers_with_key", "get_wrappers", "get_all_wrappers",
     "set_attachments", "remove_attachments", "get_attachment", "set_injections", "remove_injections",
@@ -291,6 +292,19 @@ class ModelPatcherAPI:
         else:
             raise NotProvidedError(f"ModelPatcher.add_object_patch({name!r}) is not provided by Hearth's ComfyUI "
                                    "compatibility layer (it patches 'model_sampling' and 'latent_format')")
+
+    def set_model_compute_dtype(self, dtype) -> None:
+        """The dtype the network computes in (ModelComputeDtype's option): torch.float16 / bfloat16 / float32,
+        or None for the weights' own."""
+        if dtype is None:
+            self.model_options.pop("compute_dtype", None)
+            return
+        names = {"torch.float16": "fp16", "torch.bfloat16": "bf16", "torch.float32": "fp32"}
+        name = names.get(str(dtype))
+        if name is None:
+            raise NotProvidedError(f"ModelPatcher.set_model_compute_dtype({dtype}): Hearth computes in float16, "
+                                   "bfloat16 or float32")
+        self.model_options["compute_dtype"] = name
 
     # --- model_options patches ----------------------------------------------------------------------
     def _map_patches(self, fn) -> None:

@@ -442,6 +442,11 @@ def test_add_patches_takes_comfyui_keys_and_tuples(runner):
     assert not hasattr(model, "add_callback")  # loud on use, still an AttributeError for hasattr
     with pytest.raises(NotProvidedError, match="ModelPatcher.model.model_config"):
         model.model.model_config  # noqa: B018
+    m5 = model.clone()
+    m5.set_model_compute_dtype(torch.bfloat16)
+    assert m5.model_options["compute_dtype"] == "bf16" and "compute_dtype" not in model.model_options
+    m5.set_model_compute_dtype(None)
+    assert "compute_dtype" not in m5.model_options
     m4 = model.clone()
     m4.model_patches_to(torch.device("cpu"))
     assert m4.model_options["transformer_options"] == {}
