@@ -6,6 +6,7 @@ the rest that maps onto Hearth's model:
 
     load_device / offload_device / model_dtype() / model_size()   the model manager and weights holder
     set_model_compute_dtype     ModelComputeDtype's option
+    set_model_sampler_pre_cfg_function / set_model_sampler_calc_cond_batch_function   Hearth's guidance
     model                       a view with ComfyUI's BaseModel names (model_sampling, latent_format,
                                 model_type, get_dtype(), diffusion_model = the diffusers UNet, device);
                                 isinstance checks against comfy.model_base's classes follow the family
@@ -73,8 +74,7 @@ _NOT_PROVIDED = frozenset({
     "hook_backup", "cached_hook_patches", "current_hooks", "forced_hooks", "hook_mode", "is_clip",
     "weight_inplace_update", "force_cast_weights", "size",
     "set_model_emb_patch", "set_model_forward_timestep_embed_patch", "set_model_double_block_patch",
-    "set_model_post_input_patch", "set_model_sampler_pre_cfg_function",
-    "set_model_sampler_calc_cond_batch_function", "add_weight_wrapper",
+    "set_model_post_input_patch", "add_weight_wrapper",
     "add_callback", "add_callback_with_key", "remove_callbacks_with_key", "get_callbacks", "get_all_callbacks",
     "add_wrapper", "add_wrapper_with_key", "remove_wrappers_with_key", "get_wrappers", "get_all_wrappers",
     "set_attachments", "remove_attachments", "get_attachment", "set_injections", "remove_injections",
@@ -292,6 +292,17 @@ class ModelPatcherAPI:
         else:
             raise NotProvidedError(f"ModelPatcher.add_object_patch({name!r}) is not provided by Hearth's ComfyUI "
                                    "compatibility layer (it patches 'model_sampling' and 'latent_format')")
+
+    def set_model_sampler_pre_cfg_function(self, pre_cfg_function, disable_cfg1_optimization=False) -> None:
+        """Run ``pre_cfg_function(args)`` on the cond/uncond predictions before CFG combines them."""
+        options = self.model_options
+        options["sampler_pre_cfg_function"] = list(options.get("sampler_pre_cfg_function", [])) + [pre_cfg_function]
+        if disable_cfg1_optimization:
+            options["disable_cfg1_optimization"] = True
+
+    def set_model_sampler_calc_cond_batch_function(self, fn) -> None:
+        """Replace the batched cond/uncond evaluation: ``fn({"conds", "input", "sigma", "model", "model_options"})``."""
+        self.model_options["sampler_calc_cond_batch_function"] = fn
 
     def set_model_compute_dtype(self, dtype) -> None:
         """The dtype the network computes in (ModelComputeDtype's option): torch.float16 / bfloat16 / float32,

@@ -107,6 +107,34 @@ class HTF_Attn2Replace:
         return (m,)
 
 
+class HTF_CfgHooks:
+    CATEGORY = "hearth_test"
+    RETURN_TYPES = ("MODEL",)
+    FUNCTION = "patch"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {"model": ("MODEL",)}}
+
+    def patch(self, model):
+        import comfy.samplers
+
+        def calc(args):  # the default evaluation, called the ComfyUI way
+            return comfy.samplers.calc_cond_batch(args["model"], args["conds"], args["input"], args["sigma"],
+                                                  args["model_options"])
+
+        def uncond_is_cond(args):
+            out = args["conds_out"]
+            return [out[0], out[0]]
+
+        m = model.clone()
+        m.set_model_sampler_calc_cond_batch_function(calc)
+        m.set_model_sampler_pre_cfg_function(uncond_is_cond)
+        m.model_options = comfy.model_patcher.set_model_options_post_cfg_function(
+            m.model_options, lambda args: args["denoised"])
+        return (m,)
+
+
 class HTF_ControlNetApply:
     CATEGORY = "hearth_test"
     RETURN_TYPES = ("CONDITIONING", "STRING")
@@ -385,6 +413,28 @@ def test_optimized_attention_layouts_and_masks():
     assert torch.allclose(optimized_attention(q, k, v, 2, mask=mask.expand(2, 6, 6)), masked, atol=1e-6)
 
 
+def test_pre_cfg_and_calc_cond_batch_functions(runner):
+    # with the uncond prediction replaced by the cond one, CFG 5 gives the cond prediction: CFG 1's result
+    patched = runner.latent({**base_prompt(), "5": {"class_type": "HTF_CfgHooks", "inputs": {"model": ["1", 0]}},
+                             "9": ksampler(model=("5", 0), cfg=5.0)})
+    cfg1 = runner.latent({**base_prompt(), "9": ksampler(cfg=1.0)})
+    assert torch.allclose(patched, cfg1, atol=1e-4), (patched - cfg1).abs().max()
+
+
+def test_model_options_helpers_change_the_dict_given():
+    import comfy.model_patcher as mp
+
+    shared = {"transformer_options": {"patches_replace": {"attn2": {("input", 1): "old"}}}}
+    options = mp.create_model_options_clone(shared)
+    assert mp.set_model_options_patch_replace(options, "new", "attn2", "input", 1) is options
+    assert options["transformer_options"]["patches_replace"]["attn2"][("input", 1)] == "new"
+    assert shared["transformer_options"]["patches_replace"]["attn2"][("input", 1)] == "old"
+    mp.set_model_options_post_cfg_function(options, "post", disable_cfg1_optimization=True)
+    mp.set_model_options_pre_cfg_function(options, "pre")
+    assert options["sampler_post_cfg_function"] == ["post"] and options["sampler_pre_cfg_function"] == ["pre"]
+    assert options["disable_cfg1_optimization"] is True and "sampler_post_cfg_function" not in shared
+
+
 def test_model_sampling_object_patch_matches_the_builtin_node(runner, baseline):
     pack = runner.latent({**base_prompt(), "5": {"class_type": "HTF_VPrediction", "inputs": {"model": ["1", 0]}},
                           "9": ksampler(model=("5", 0))})
@@ -649,7 +699,7 @@ def test_clip_vision_style_and_gligen_loaders(runner):
 # --- which names resolve -----------------------------------------------------------------------------
 MAPPED = {
     "comfy.model_patcher": ["ModelPatcher", "set_model_options_patch_replace", "set_model_options_post_cfg_function",
-                            "create_model_options_clone"],
+                            "set_model_options_pre_cfg_function", "create_model_options_clone"],
     "comfy.controlnet": ["load_controlnet", "ControlBase", "ControlNet", "ControlLora", "T2IAdapter", "StrengthType",
                          "broadcast_image_to"],
     "comfy.clip_vision": ["load", "ClipVisionModel", "Output", "clip_preprocess", "convert_to_transformers"],
@@ -691,7 +741,7 @@ MAPPED = {
 }
 
 NOT_PROVIDED = {
-    "comfy.model_patcher": ["set_model_options_pre_cfg_function", "LowVramPatch", "get_key_weight",
+    "comfy.model_patcher": ["LowVramPatch", "get_key_weight",
                             "ModelPatcher"],  # constructing one around a pack's own module
     "comfy.controlnet": ["load_controlnet_state_dict", "ControlLoraOps", "load_controlnet_mmdit"],
     "comfy.clip_vision": ["load_clipvision_from_sd", "IMAGE_ENCODERS"],

@@ -16,7 +16,7 @@ go to DiffusionModel, but wrapping a pack's own torch module (``ModelPatcher(mod
 offload_device)``) and replacing ModelPatcher's methods (monkeypatching) are not provided and fail
 loudly: Hearth makes MODEL values with its loaders.
 """
-from hearth.compat.shims_support import NotProvidedError, module_getattr, not_provided
+from hearth.compat.shims_support import NotProvidedError, module_getattr
 
 
 def _diffusion_model():
@@ -52,16 +52,28 @@ class ModelPatcher(metaclass=_ModelPatcherType):
     """Hearth's MODEL class (hearth.runtime.model.DiffusionModel) for isinstance checks and type hints."""
 
 
+# ComfyUI's model_options helpers change the dict they are given (and return it); the nested patch
+# containers are replaced, not edited, so clones that share them are untouched.
 def set_model_options_patch_replace(model_options, patch, name, block_name, number, transformer_index=None):
     from hearth.runtime.unet_patches import set_model_options_patch_replace as hearth_replace
 
-    return hearth_replace(model_options, patch, name, block_name, number, transformer_index)
+    model_options.update(hearth_replace(model_options, patch, name, block_name, number, transformer_index))
+    return model_options
 
 
 def set_model_options_post_cfg_function(model_options, post_cfg_function, disable_cfg1_optimization=False):
     from hearth.runtime.unet_patches import set_model_options_post_cfg_function as hearth_post_cfg
 
-    return hearth_post_cfg(model_options, post_cfg_function, disable_cfg1_optimization)
+    model_options.update(hearth_post_cfg(model_options, post_cfg_function, disable_cfg1_optimization))
+    return model_options
+
+
+def set_model_options_pre_cfg_function(model_options, pre_cfg_function, disable_cfg1_optimization=False):
+    model_options["sampler_pre_cfg_function"] = list(model_options.get("sampler_pre_cfg_function", [])) + \
+        [pre_cfg_function]
+    if disable_cfg1_optimization:
+        model_options["disable_cfg1_optimization"] = True
+    return model_options
 
 
 def create_model_options_clone(orig_model_options: dict) -> dict:
@@ -69,8 +81,5 @@ def create_model_options_clone(orig_model_options: dict) -> dict:
 
     return copy_model_options(orig_model_options)
 
-
-set_model_options_pre_cfg_function = not_provided(
-    "comfy.model_patcher.set_model_options_pre_cfg_function", "Hearth's guidance has no pre-cfg hook")
 
 __getattr__ = module_getattr("comfy.model_patcher")
