@@ -61,7 +61,7 @@ def model_type(model_sampling) -> ModelType:
         if time == "v":
             return ModelType.V_PREDICTION_CONTINUOUS
         return ModelType.V_PREDICTION_EDM if time == "edm" else ModelType.V_PREDICTION
-    if prediction in ("eps", "lcm", "x0"):
+    if prediction in ("eps", "lcm"):
         return ModelType.EPS
     raise NotProvidedError(f"no ComfyUI ModelType for Hearth's prediction type {prediction!r}")
 
