@@ -6,11 +6,23 @@ backed by Hearth's real objects. ``install_compat(app)`` makes them importable f
     nodes                        -> app.registry (NODE_CLASS_MAPPINGS is the live registry)
     comfy.utils / model_management / samplers / sample / sd, latent_preview, node_helpers
                                  -> hearth.engine.progress, hearth.runtime, hearth.sampling
+    comfy.model_patcher          -> hearth.runtime.model.DiffusionModel, which carries ComfyUI's
+                                    ModelPatcher API (set_model_* patches, add_patches,
+                                    get_key_patches, model.model …; hearth.compat.model_api)
+    comfy.controlnet / clip_vision / hooks / lora / model_sampling / model_base / latent_formats,
+    comfy.ldm.modules.attention  -> hearth.runtime.controlnet / clip_vision / lora,
+                                    hearth.sampling.hooks / model_sampling, unet_patches' attention
+    comfy_extras.nodes_*         -> the built-in nodes of that python_module (live registry) and a
+                                    few ComfyUI helpers mapped onto Hearth's
+    comfy_api (latest, v0_0_2, input, input_impl, util) video types -> hearth.media.video
     comfy_execution.graph(_utils)-> hearth.engine.graph
     comfy_api (latest, v0_0_2)   -> the V3 node schema (io, ui, ComfyExtension), adapted to the
                                     V1 class protocol the engine runs (hearth.compat.v3)
 
-Nothing here imports torch: the modules that need it import it when a function is called.
+Nothing here imports torch: the modules that need it import it when a function is called. A ComfyUI
+name Hearth does not map raises NotProvidedError naming it (an AttributeError too, so ``hasattr`` and
+``from module import name`` behave as for any missing name); a module Hearth does not provide fails to
+import, and the pack loader says it is a ComfyUI internal.
 """
 from __future__ import annotations
 

@@ -5,7 +5,10 @@ that ComfyUI name (so ``comfy.utils.__name__ == "comfy.utils"``). The files hold
 forward to the App that ``hearth.compat.binding`` resolves. A few modules are made from the live
 node registry instead of a file: ``comfy_extras.nodes_*`` offers the node classes whose
 ``python_module`` is that name (Hearth's built-ins mirror ComfyUI's), so
-``from comfy_extras.nodes_mask import GrowMask`` gives Hearth's GrowMask.
+``from comfy_extras.nodes_mask import GrowMask`` gives Hearth's GrowMask (ComfyUI's class names where they
+differ from the node name, e.g. ``nodes_post_processing.Blur``), plus a few ComfyUI helpers mapped onto
+Hearth's (``composite``, ``Noise_RandomNoise``, ``Guider_Basic`` …; see
+shims_support.registry_module_getattr).
 
 The finder sits first on ``sys.meta_path`` once ``install_compat`` ran (only when custom nodes are
 enabled), so a stray package with one of these names in site-packages cannot shadow them.

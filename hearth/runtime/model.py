@@ -12,6 +12,7 @@ from typing import Any
 
 import torch
 
+from hearth.compat.model_api import ModelPatcherAPI, copy_model_options
 from hearth.runtime.families import Family
 from hearth.runtime.patcher import Patcher
 from hearth.runtime.unet_patches import PatchableModel, has_patches, patched_forward
@@ -40,7 +41,7 @@ def _blank_inpaint_image_like(latent: torch.Tensor) -> torch.Tensor:
     return blank
 
 
-class DiffusionModel(PatchableModel):
+class DiffusionModel(PatchableModel, ModelPatcherAPI):  # ModelPatcherAPI: ComfyUI names for packs
     def __init__(self, family: Family, patcher: Patcher, model_sampling: DiscreteSampling, manager,
                  ldm_to_diffusers: dict[str, str] | None = None, in_channels: int = 4) -> None:
         self.family = family
@@ -49,7 +50,7 @@ class DiffusionModel(PatchableModel):
         self.manager = manager
         self.ldm_to_diffusers = ldm_to_diffusers or {}
         self.in_channels = in_channels
-        self.model_options: dict[str, Any] = {}
+        self.model_options: dict[str, Any] = {"transformer_options": {}}  # ComfyUI's shape (packs index it)
 
     # --- identity / cloning ---------------------------------------------------------------------
     @property
@@ -72,11 +73,8 @@ class DiffusionModel(PatchableModel):
     def clone(self) -> "DiffusionModel":
         other = DiffusionModel(self.family, self.patcher.clone(), self.model_sampling, self.manager,
                                self.ldm_to_diffusers, self.in_channels)
-        other.model_options = dict(self.model_options)
+        other.model_options = copy_model_options(self.model_options)
         return other
-
-    def add_patches(self, patches: dict[str, Any], strength: float) -> list[str]:
-        return self.patcher.add_patches(patches, strength)
 
     def hook_patcher(self, weighted_hooks, room=None) -> Patcher:
         """This model's patcher plus weight hooks' patches: ``[(WeightHook, keyframe strength)]``

@@ -34,8 +34,9 @@ V3_REFERENCE = json.loads((HERE / "comfyui_v3_object_info.json").read_text())
 FAILING = {"broken_pack": "RuntimeError: hearth test: this pack is broken on purpose",
            "exit_pack.py": "SystemExit: 3",
            "missing_dep_pack.py": "needs the Python package that provides 'hearth_test_no_such_dependency'",
-           "internal_pack.py": "imports 'comfy.ldm', a ComfyUI internal",
-           "internal_attr_pack.py": "cannot import name 'hearth_test_not_a_real_function' from 'comfy.model_management'",
+           "internal_pack.py": "imports 'comfy.ldm.modules.diffusionmodules', a ComfyUI internal",
+           "internal_attr_pack.py":
+               "cannot import name 'hearth_test_not_a_real_function' from 'comfy.model_management'",
            "v3_broken_entrypoint.py": "ValueError: hearth test: get_node_list failed on purpose"}
 
 

@@ -1,4 +1,4 @@
 """A pack that reaches into a ComfyUI internal Hearth does not provide."""
-from comfy.ldm.modules.attention import optimized_attention  # noqa: F401
+from comfy.ldm.modules.diffusionmodules.openaimodel import UNetModel  # noqa: F401
 
 NODE_CLASS_MAPPINGS = {}

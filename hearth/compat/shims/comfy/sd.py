@@ -1,15 +1,17 @@
 """ComfyUI's ``comfy.sd``: checkpoint, UNet, text-encoder and LoRA loading through Hearth's runtime
 (``hearth.runtime.loader`` / ``apply_lora``), which detects the architecture from the weights.
 
-``comfy.sd.VAE`` and ``comfy.sd.CLIP`` are Hearth's runtime classes (for isinstance checks); their
-constructors are Hearth's, not ComfyUI's.
+``comfy.sd.VAE``, ``comfy.sd.CLIP`` and ``comfy.sd.StyleModel`` are Hearth's runtime classes (for
+isinstance checks); their constructors are Hearth's, not ComfyUI's. ``load_style_model`` and
+``load_gligen`` load through hearth.runtime.style_model / gligen. (ComfyUI has no
+``comfy.sd.load_controlnet``: ControlNets load through ``comfy.controlnet.load_controlnet``.)
 """
 from __future__ import annotations
 
 import enum
 
 from hearth.compat import binding
-from hearth.compat.shims_support import module_getattr, not_provided
+from hearth.compat.shims_support import lazy_attrs, module_getattr, not_provided
 
 
 class CLIPType(enum.Enum):
@@ -53,8 +55,16 @@ def _embedding_dirs(embedding_directory):
 def load_checkpoint_guess_config(ckpt_path, output_vae=True, output_clip=True, output_clipvision=False,
                                  embedding_directory=None, output_model=True, model_options=None,
                                  te_model_options=None):
-    """(MODEL, CLIP, VAE, CLIP_VISION=None) from a single-file checkpoint."""
+    """(MODEL, CLIP, VAE, CLIP_VISION) from a single-file checkpoint; CLIP_VISION is the image encoder an
+    unCLIP checkpoint carries when ``output_clipvision`` (else None, as in ComfyUI)."""
     from hearth.runtime import loader
+
+    if output_clipvision:
+        from hearth.runtime import unclip
+
+        model, clip, vae, vision = unclip.load_checkpoint(ckpt_path, _manager(), _embedding_dirs(embedding_directory))
+        return (model if output_model else None), (clip if output_clip else None), (vae if output_vae else None), \
+            vision
 
     model, clip, vae = loader.load_checkpoint(ckpt_path, _manager(), _embedding_dirs(embedding_directory),
                                               output_clip=output_clip, output_vae=output_vae)
@@ -112,7 +122,21 @@ load_state_dict_guess_config = not_provided("comfy.sd.load_state_dict_guess_conf
                                             "load from a file path with load_checkpoint_guess_config")
 load_text_encoder_state_dicts = not_provided("comfy.sd.load_text_encoder_state_dicts",
                                              "load from file paths with load_clip")
-load_controlnet = not_provided("comfy.sd.load_controlnet", "ControlNet is not in Hearth's runtime yet")
-load_style_model = not_provided("comfy.sd.load_style_model", "style models are not in Hearth's runtime yet")
 
-__getattr__ = module_getattr("comfy.sd", {"VAE": _vae_class, "CLIP": _clip_class})
+
+def load_style_model(ckpt_path):
+    """A STYLE_MODEL (T2I style adapter or Flux Redux) from a file, as StyleModelLoader loads it."""
+    from hearth.runtime import style_model
+
+    return style_model.load(ckpt_path)
+
+
+def load_gligen(ckpt_path):
+    """A GLIGEN value from a file, as GLIGENLoader loads it."""
+    from hearth.runtime import gligen
+
+    return gligen.load(ckpt_path, _manager())
+
+
+__getattr__ = module_getattr("comfy.sd", {"VAE": _vae_class, "CLIP": _clip_class,
+                                          **lazy_attrs({"StyleModel": "hearth.runtime.style_model:StyleModel"})})

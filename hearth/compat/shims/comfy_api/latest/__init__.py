@@ -4,6 +4,9 @@
     ui              node UI outputs (PreviewImage, SavedImages, PreviewText, …)
     ComfyExtension  what a pack's ``comfy_entrypoint()`` returns: ``get_node_list()`` of V3 nodes
     ComfyAPI / ComfyAPISync   ``execution.set_progress`` through Hearth's engine progress
+    Input / InputImpl / Types the value types; the VIDEO ones are Hearth's (hearth.media.video):
+                    Input.Video = VideoInput, InputImpl.VideoFromFile / VideoFromComponents,
+                    Types.VideoComponents / VideoContainer / VideoCodec
 """
 from __future__ import annotations
 
@@ -12,7 +15,9 @@ from typing import Any
 
 from comfy_api.latest import _io as io
 from comfy_api.latest import _ui as ui
-from hearth.compat.shims_support import not_provided_class
+from comfy_api.latest._input import AudioInput, LatentInput, VideoInput
+from comfy_api.latest._input_impl import VideoFromComponents, VideoFromFile
+from comfy_api.latest._util import VideoCodec, VideoComponents, VideoContainer
 
 comfy_io = io
 
@@ -88,21 +93,20 @@ class _TensorAlias:
 class Input:
     Image = _TensorAlias()
     Mask = _TensorAlias()
-    Audio = dict
-    Latent = dict
-    Video = not_provided_class("comfy_api.latest.Input.Video", "video types are not in Hearth yet")
+    Audio = AudioInput
+    Latent = LatentInput
+    Video = VideoInput
 
 
 class InputImpl:
-    VideoFromFile = not_provided_class("comfy_api.latest.InputImpl.VideoFromFile", "video is not in Hearth yet")
-    VideoFromComponents = not_provided_class("comfy_api.latest.InputImpl.VideoFromComponents",
-                                             "video is not in Hearth yet")
+    VideoFromFile = VideoFromFile
+    VideoFromComponents = VideoFromComponents
 
 
 class Types:
-    VideoCodec = not_provided_class("comfy_api.latest.Types.VideoCodec", "video is not in Hearth yet")
-    VideoContainer = not_provided_class("comfy_api.latest.Types.VideoContainer", "video is not in Hearth yet")
-    VideoComponents = not_provided_class("comfy_api.latest.Types.VideoComponents", "video is not in Hearth yet")
+    VideoCodec = VideoCodec
+    VideoContainer = VideoContainer
+    VideoComponents = VideoComponents
 
 
 ComfyAPI = ComfyAPI_latest
