@@ -194,16 +194,23 @@ COMFY_DRIVER = _COMMON + textwrap.dedent('''
             if event in ("executing", "progress") and isinstance(data, dict):
                 log.append((time.perf_counter(), event, data.get("node")))
 
+    import comfy.utils
+
+    def progress_hook(value, total, preview_image, prompt_id=None, node_id=None):
+        log.append((time.perf_counter(), "progress", node_id))
+
+    comfy.utils.set_progress_bar_global_hook(progress_hook)  # what ComfyUI's main.py installs
     asyncio.run(nodes.init_extra_nodes(init_custom_nodes=False, init_api_nodes=False))
     executor = execution.PromptExecutor(Server(), cache_type=False)
     times, events = {}, {}
     for name, prompt in json.load(open(prompts_file)).items():
         valid = asyncio.run(execution.validate_prompt(name, prompt, None))
         assert valid[0], (name, valid[1])
-        log = events[name] = []
+        log.clear()
         t = time.perf_counter()
         log.append((t, "start", None))
-        executor.execute(prompt, name, {}, valid[2])
+        executor.execute(prompt, name, {"client_id": "bench"}, valid[2])
+        events[name] = list(log)
         times[name] = time.perf_counter() - t
         assert executor.success, name
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
