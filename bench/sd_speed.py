@@ -13,6 +13,10 @@ whole prompts (so lazy work is counted wherever it happens):
 - VAE decode at 256²: the VAEDecode node's time in a prompt whose sampler is cached;
 - peak RSS of the process (ru_maxrss) at the end.
 
+``--preimport`` imports Hearth's model code (diffusers, transformers) before the first prompt, as ComfyUI does
+at start-up; without it Hearth's first load includes those imports (~6 s here), which it defers to keep start-up
+fast and idle memory low.
+
 ``--threads N`` sets torch's threads on both sides (OMP_NUM_THREADS): with other work on the machine,
 one thread per side is far steadier than two threads fighting for two cores.
 
@@ -145,6 +149,10 @@ HEARTH_DRIVER = _COMMON + textwrap.dedent('''
     register_builtin_nodes(registry)
     engine = Engine(registry, CachePolicy())
     services = {}  # the model manager is created on first use
+    if os.environ.get("SD_SPEED_PREIMPORT"):  # as ComfyUI, which imports its model code at start-up
+        import diffusers.models.autoencoders.autoencoder_kl  # noqa: F401
+        import diffusers.models.unets.unet_2d_condition  # noqa: F401
+        import transformers.models.clip.modeling_clip  # noqa: F401
     times, events = {}, {}
 
     def recorder(log):
@@ -243,6 +251,7 @@ def main(argv=None) -> int:
     ap.add_argument("--steps64", type=int, default=8)
     ap.add_argument("--steps256", type=int, default=4)
     ap.add_argument("--threads", type=int, default=0, help="torch threads on both sides (0: torch's default)")
+    ap.add_argument("--preimport", action="store_true", help="Hearth imports its model code before the first prompt")
     ap.add_argument("--json", default=None, help="write every round's figures here")
     args = ap.parse_args(argv)
 
@@ -251,6 +260,8 @@ def main(argv=None) -> int:
     prompts = workflows(args.steps64, args.steps256)
     if args.threads:
         os.environ["OMP_NUM_THREADS"] = os.environ["MKL_NUM_THREADS"] = str(args.threads)
+    if args.preimport:
+        os.environ["SD_SPEED_PREIMPORT"] = "1"
     sides = [("Hearth", sys.executable, HEARTH_DRIVER, str(REPO))]
     if not args.no_comfy:
         sides.append(("ComfyUI", args.comfy_python, COMFY_DRIVER, str(Path(args.comfy).resolve())))
