@@ -74,7 +74,12 @@ MODEL_INPUTS = {
 IMAGE_INPUTS = {("LoadImage", "image"), ("LoadImageMask", "image")}
 # files the run test can really execute with: tiny models of the right kind (the others are placeholders, or
 # stand-ins of another architecture, good for validation only)
-RUNNABLE = {"checkpoints", "configs", "vae", "loras", "embeddings", "input"}
+RUNNABLE = {"checkpoints", "configs", "vae", "loras", "embeddings", "input", "controlnet", "upscale_models", "gligen"}
+
+
+def _runnable_file(file: str) -> bool:
+    folder, _, name = file.partition("/")
+    return folder in RUNNABLE and not (folder == "controlnet" and "t2i" in name.lower())
 MODEL_EXTENSIONS = (".safetensors", ".ckpt", ".pt", ".pth", ".bin", ".pt2", ".sft")
 
 
@@ -180,7 +185,7 @@ class Outcome:
 
     @property
     def stand_ins(self) -> list[str]:
-        return sorted(f for f in self.files if f.split("/", 1)[0] not in RUNNABLE)
+        return sorted(f for f in self.files if not _runnable_file(f))
 
 
 def _placeholder(path: Path) -> None:
@@ -199,6 +204,31 @@ def _png(path: Path) -> None:
         for y in range(64):
             img.putpixel((x, y), (40, 80, 120, 0))
     img.save(path, format="PNG")
+
+
+def _runnable_model(folder: str, name: str) -> dict | None:
+    """Tiny random weights of the right kind for model files the templates load (None: use a placeholder).
+
+    ControlNets in the original layout for the tiny SD1.5 UNet (a T2I-Adapter template keeps a placeholder:
+    the tiny UNet is too shallow for an adapter), an ESRGAN (RRDBNet, x4) for upscale models and a GLIGEN
+    for the tiny SD1.5 UNet."""
+    import torch
+
+    g = torch.Generator().manual_seed(len(name))
+    if folder == "controlnet" and "t2i" not in name.lower():
+        from tests.runtime import tiny
+        from tests.runtime.test_controlnet import controlnet_shapes
+
+        return tiny.materialise(controlnet_shapes(tiny.SD15_UNET), g, "control_model.")
+    if folder == "upscale_models":
+        from tests.nodes.test_upscale_model_nodes import _rrdb_weights, layout_new
+
+        return layout_new(_rrdb_weights(len(name)))
+    if folder == "gligen":
+        from tests.runtime import tiny_vision
+
+        return tiny_vision.gligen()
+    return None
 
 
 def write_fixture(base: Path, src: Path, class_type: str, input_name: str, value, written: dict) -> str | None:
@@ -224,8 +254,13 @@ def write_fixture(base: Path, src: Path, class_type: str, input_name: str, value
         "diffusion_models": lambda: src / "diffusion_models" / "sd15_unet.safetensors",
         "text_encoders": lambda: src / "text_encoders" / "clip_l.safetensors",
     }.get(folder)
+    made = _runnable_model(folder, value)
     if folder == "configs":
         target.write_text("model: {}\n")
+    elif made is not None:
+        from safetensors.torch import save_file
+
+        save_file(made, str(target))
     elif source is not None:
         os.link(source(), target)  # same bytes, no copy: the names are what validation needs
     else:
