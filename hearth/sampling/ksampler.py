@@ -246,6 +246,20 @@ def sample_with_sigmas(model, noise: torch.Tensor, positive, negative, cfg: floa
                          callback=callback, seed=seed)
 
 
+def step_range(sigmas: torch.Tensor, start_step: int | None, last_step: int | None,
+               force_full_denoise: bool) -> torch.Tensor | None:
+    """KSamplerAdvanced's start/end steps on a schedule; None when nothing is left to sample."""
+    if last_step is not None and last_step < len(sigmas) - 1:
+        sigmas = sigmas[:last_step + 1].clone()
+        if force_full_denoise:
+            sigmas[-1] = 0
+    if start_step is not None:
+        if start_step >= len(sigmas) - 1:
+            return None
+        sigmas = sigmas[start_step:]
+    return sigmas
+
+
 def ksample(model, noise: torch.Tensor, steps: int, cfg: float, sampler_name: str, scheduler: str, positive,
             negative, latent_image: torch.Tensor, denoise: float = 1.0, start_step: int | None = None,
             last_step: int | None = None, force_full_denoise: bool = False, noise_mask=None,
@@ -255,15 +269,9 @@ def ksample(model, noise: torch.Tensor, steps: int, cfg: float, sampler_name: st
         raise ValueError(f"unknown sampler {sampler_name!r}")
     if scheduler not in schedules.SCHEDULERS:
         raise ValueError(f"unknown scheduler {scheduler!r}")
-    sigmas = calculate_sigmas(model.model_sampling, sampler_name, scheduler, steps, denoise)
-    if last_step is not None and last_step < len(sigmas) - 1:
-        sigmas = sigmas[:last_step + 1]
-        if force_full_denoise:
-            sigmas[-1] = 0
-    if start_step is not None:
-        if start_step < len(sigmas) - 1:
-            sigmas = sigmas[start_step:]
-        else:
-            return latent_image if latent_image is not None else torch.zeros_like(noise)
+    sigmas = step_range(calculate_sigmas(model.model_sampling, sampler_name, scheduler, steps, denoise),
+                        start_step, last_step, force_full_denoise)
+    if sigmas is None:
+        return latent_image if latent_image is not None else torch.zeros_like(noise)
     return sample_with_sigmas(model, noise, positive, negative, cfg, sampler_name, sigmas, latent_image,
                               noise_mask=noise_mask, callback=callback, seed=seed)

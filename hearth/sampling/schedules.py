@@ -9,6 +9,8 @@ import math
 
 import torch
 
+from hearth.sampling.names import SCHEDULER_NAMES  # noqa: F401 (this module implements them)
+
 
 def _append_zero(x: torch.Tensor) -> torch.Tensor:
     return torch.cat([x, x.new_zeros([1])])
@@ -127,7 +129,6 @@ SCHEDULERS = {
     "linear_quadratic": (linear_quadratic, True),
     "kl_optimal": (kl_optimal, False),
 }
-SCHEDULER_NAMES = list(SCHEDULERS)
 
 
 def calculate_sigmas(ms, scheduler: str, steps: int) -> torch.Tensor:

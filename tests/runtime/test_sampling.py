@@ -208,3 +208,11 @@ def test_bislerp_and_upscale():
         out = guidance.common_upscale(x, 12, 10, method, "disabled")
         assert out.shape == (1, 4, 10, 12) and torch.isfinite(out).all()
     assert guidance.common_upscale(x, 4, 8, "bilinear", "center").shape == (1, 4, 8, 4)
+
+
+def test_every_listed_name_is_implemented():
+    """The torch-free name lists (node interfaces) and the implementations agree."""
+    assert list(schedules.SCHEDULERS) == schedules.SCHEDULER_NAMES
+    for name in samplers.SAMPLER_NAMES:
+        fn, _ = samplers.get_sampler(name)
+        assert callable(fn), name

@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import math
 
-from hearth.nodes.builtin.sd import SAMPLER_NAMES, SCHEDULER_NAMES, _preview_callback
+from hearth.nodes.builtin.sd import _preview_callback
+from hearth.sampling.names import SAMPLER_NAMES, SCHEDULER_NAMES
 
 PYTHON_MODULE = "comfy_extras.nodes_custom_sampler"
 

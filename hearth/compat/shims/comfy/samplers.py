@@ -4,7 +4,7 @@ their INPUT_TYPES, read without importing torch) and ``KSampler`` over Hearth's 
 from __future__ import annotations
 
 from hearth.compat.shims_support import module_getattr
-from hearth.nodes.builtin.sd import KSAMPLER_NAMES, SAMPLER_NAMES, SCHEDULER_NAMES  # torch-free lists
+from hearth.sampling.names import KSAMPLER_NAMES, SAMPLER_NAMES, SCHEDULER_NAMES
 
 KSAMPLER_NAMES = list(KSAMPLER_NAMES)
 SAMPLER_NAMES = list(SAMPLER_NAMES)
@@ -52,19 +52,11 @@ class KSampler:
     def sample(self, noise, positive, negative, cfg, latent_image=None, start_step=None, last_step=None,
                force_full_denoise=False, denoise_mask=None, sigmas=None, callback=None, disable_pbar=False,
                seed=None):
-        from hearth.sampling.ksampler import sample_with_sigmas
+        from hearth.sampling.ksampler import sample_with_sigmas, step_range
 
+        sigmas = step_range(self.sigmas if sigmas is None else sigmas, start_step, last_step, force_full_denoise)
         if sigmas is None:
-            sigmas = self.sigmas
-        if last_step is not None and last_step < len(sigmas) - 1:
-            sigmas = sigmas[:last_step + 1].clone()
-            if force_full_denoise:
-                sigmas[-1] = 0
-        if start_step is not None:
-            if start_step < len(sigmas) - 1:
-                sigmas = sigmas[start_step:]
-            else:
-                return latent_image
+            return latent_image
         # as in ComfyUI, the run uses the model's own model_options (patches), not KSampler's
         return sample_with_sigmas(self.model, noise, positive, negative, cfg, self.sampler, sigmas, latent_image,
                                   noise_mask=denoise_mask, callback=callback, seed=seed)
