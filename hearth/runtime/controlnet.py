@@ -174,6 +174,15 @@ class ControlBase:
         return s > self.timestep_range[0] or s < self.timestep_range[1]
 
     def get_control(self, x, sigma, cond: dict, batched_number: int):
+        """This control's residuals for the batch, summed with the chain before it (which runs first)."""
+        prev = None
+        if self.previous_controlnet is not None:
+            prev = self.previous_controlnet.get_control(x, sigma, cond, batched_number)
+        if self._out_of_range(sigma):
+            return prev
+        return self._control(x, sigma, cond, batched_number, prev)
+
+    def _control(self, x, sigma, cond: dict, batched_number: int, prev):
         raise NotImplementedError
 
 
@@ -195,14 +204,9 @@ class ControlNet(ControlBase):
     def _blank(self):
         return ControlNet(self.network)
 
-    def get_control(self, x, sigma, cond: dict, batched_number: int):
+    def _control(self, x, sigma, cond: dict, batched_number: int, prev):
         from hearth.sampling.guidance import common_upscale
 
-        prev = None
-        if self.previous_controlnet is not None:
-            prev = self.previous_controlnet.get_control(x, sigma, cond, batched_number)
-        if self._out_of_range(sigma):
-            return prev
         holder = self.network.holder
         device = self.network.manager.load(holder)
         dtype = holder.dtype
@@ -300,16 +304,11 @@ class T2IAdapter(ControlBase):
     def _blank(self):
         return T2IAdapter(self.network)
 
-    def get_control(self, x, sigma, cond: dict, batched_number: int):
+    def _control(self, x, sigma, cond: dict, batched_number: int, prev):
         import torch
 
         from hearth.sampling.guidance import common_upscale
 
-        prev = None
-        if self.previous_controlnet is not None:
-            prev = self.previous_controlnet.get_control(x, sigma, cond, batched_number)
-        if self._out_of_range(sigma):
-            return prev
         info = self.network.info
         holder = self.network.holder
         device = self.network.manager.load(holder)
