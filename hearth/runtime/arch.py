@@ -148,16 +148,17 @@ class UNetArch:
         return config
 
 
-def infer_unet(sd: Mapping, prefix: str = "") -> UNetArch:
+def infer_down_path(sd: Mapping, prefix: str = "") -> UNetArch:
+    """The input blocks and middle block of an original-layout UNet (all a ControlNet has). The up path of
+    the result mirrors the levels without attention; ``infer_unet`` reads the real one."""
     keys = {k[len(prefix):] for k in sd if k.startswith(prefix)}
-    if "input_blocks.0.0.weight" not in keys or "out.2.weight" not in keys:
-        raise ArchitectureError("no UNet in the original layout (input_blocks/out) found")
+    if "input_blocks.0.0.weight" not in keys:
+        raise ArchitectureError("no UNet input blocks in the original layout found")
 
     def shape(k):
         return tensor_shape(sd, prefix + k)
 
     model_channels, in_channels = shape("input_blocks.0.0.weight")[:2]
-    out_channels = shape("out.2.weight")[0]
     time_embed_dim = shape("time_embed.0.weight")[0]
     adm = shape("label_emb.0.0.weight")[1] if "label_emb.0.0.weight" in keys else None
 
@@ -188,7 +189,6 @@ def infer_unet(sd: Mapping, prefix: str = "") -> UNetArch:
     num_res.append(cur_res)
     down_depth.append(cur_depth)
     uneven = any(len(set(ds)) > 1 for ds in down_depth)
-    down = [max(ds, default=0) for ds in down_depth]
 
     middle = None
     if "middle_block.0.in_layers.0.weight" in keys:
@@ -198,32 +198,46 @@ def infer_unet(sd: Mapping, prefix: str = "") -> UNetArch:
         if middle and context_dim is None:
             context_dim = shape("middle_block.1.transformer_blocks.0.attn2.to_k.weight")[1]
             use_linear = len(shape("middle_block.1.proj_in.weight")) == 2
-
+    for ch in level_channels:
+        if ch % model_channels:
+            raise ArchitectureError("level channels are not multiples of the base channels")
     n_levels = len(level_channels)
-    up_depth: list[list[int]] = []
+    return UNetArch(in_channels=in_channels, out_channels=in_channels, model_channels=model_channels,
+                    level_channels=level_channels, num_res_blocks=num_res,
+                    down_depth=[max(ds, default=0) for ds in down_depth],
+                    up_depth=[[0] * (num_res[n_levels - 1 - u] + 1) for u in range(n_levels)],
+                    middle_depth=middle, context_dim=context_dim, use_linear=use_linear, adm_in_channels=adm,
+                    time_embed_dim=time_embed_dim, down_block_depth=down_depth if uneven else None)
+
+
+def infer_unet(sd: Mapping, prefix: str = "") -> UNetArch:
+    keys = {k[len(prefix):] for k in sd if k.startswith(prefix)}
+    if "input_blocks.0.0.weight" not in keys or "out.2.weight" not in keys:
+        raise ArchitectureError("no UNet in the original layout (input_blocks/out) found")
+
+    def shape(k):
+        return tensor_shape(sd, prefix + k)
+
+    arch = infer_down_path(sd, prefix)
+    arch.out_channels = shape("out.2.weight")[0]
+    n_levels = len(arch.level_channels)
+    arch.up_depth = []
     j = 0
     for u in range(n_levels):
-        level = n_levels - 1 - u
         ds = []
-        for b in range(num_res[level] + 1):
+        for _ in range(arch.num_res_blocks[n_levels - 1 - u] + 1):
             if f"output_blocks.{j}.0.in_layers.2.weight" not in keys:
                 raise ArchitectureError(f"UNet output block {j} missing")
             d = _depth(keys, f"output_blocks.{j}.1.")
             ds.append(d)
-            if d and context_dim is None:
-                context_dim = shape(f"output_blocks.{j}.1.transformer_blocks.0.attn2.to_k.weight")[1]
-                use_linear = len(shape(f"output_blocks.{j}.1.proj_in.weight")) == 2
+            if d and arch.context_dim is None:
+                arch.context_dim = shape(f"output_blocks.{j}.1.transformer_blocks.0.attn2.to_k.weight")[1]
+                arch.use_linear = len(shape(f"output_blocks.{j}.1.proj_in.weight")) == 2
             j += 1
-        up_depth.append(ds)
+        arch.up_depth.append(ds)
     if f"output_blocks.{j}.0.in_layers.2.weight" in keys:
         raise ArchitectureError("more UNet output blocks than the down path explains")
-    for lvl in range(n_levels):
-        if level_channels[lvl] % model_channels:
-            raise ArchitectureError("level channels are not multiples of the base channels")
-    return UNetArch(in_channels=in_channels, out_channels=out_channels, model_channels=model_channels,
-                    level_channels=level_channels, num_res_blocks=num_res, down_depth=down, up_depth=up_depth,
-                    middle_depth=middle, context_dim=context_dim, use_linear=use_linear, adm_in_channels=adm,
-                    time_embed_dim=time_embed_dim, down_block_depth=down_depth if uneven else None)
+    return arch
 
 
 _RES_MAP = {"in_layers.0": "norm1", "in_layers.2": "conv1", "emb_layers.1": "time_emb_proj",

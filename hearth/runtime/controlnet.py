@@ -438,52 +438,12 @@ def _hint_channels_ldm(sd, prefix: str) -> tuple[int, list[int], list[int]]:
 
 def _down_path(sd, prefix: str) -> archmod.UNetArch:
     """The UNet architecture of a ControlNet's down path (input blocks + middle block), original layout."""
-    keys = {k[len(prefix):] for k in sd if k.startswith(prefix)}
-
-    def shape(k):
-        return tensor_shape(sd, prefix + k)
-
-    model_channels, in_channels = shape("input_blocks.0.0.weight")[:2]
-    time_embed_dim = shape("time_embed.0.weight")[0]
-    adm = shape("label_emb.0.0.weight")[1] if "label_emb.0.0.weight" in keys else None
-    levels, num_res, depths = [], [], []
-    cur_res, cur_depth, cur_ch = 0, [], None
-    context_dim, use_linear = None, False
-    n_in = max(archmod._indices(keys, r"input_blocks\.(\d+)\.")) + 1
-    for i in range(1, n_in):
-        if f"input_blocks.{i}.0.op.weight" in keys:
-            levels.append(cur_ch)
-            num_res.append(cur_res)
-            depths.append(cur_depth)
-            cur_res, cur_depth = 0, []
-        elif f"input_blocks.{i}.0.in_layers.2.weight" in keys:
-            cur_ch = shape(f"input_blocks.{i}.0.in_layers.2.weight")[0]
-            cur_res += 1
-            d = archmod._depth(keys, f"input_blocks.{i}.1.")
-            cur_depth.append(d)
-            if d:
-                context_dim = shape(f"input_blocks.{i}.1.transformer_blocks.0.attn2.to_k.weight")[1]
-                use_linear = len(shape(f"input_blocks.{i}.1.proj_in.weight")) == 2
-        else:
-            raise ControlNetError(f"unrecognised input block {i}")
-    levels.append(cur_ch)
-    num_res.append(cur_res)
-    depths.append(cur_depth)
-    for lvl, ds in enumerate(depths):
-        if len(set(ds)) > 1:
-            raise ControlNetError(f"transformer depth varies within level {lvl}; not supported")
-    down = [ds[0] if ds else 0 for ds in depths]
-    if "middle_block.1.proj_in.weight" not in keys:
+    arch = archmod.infer_down_path(sd, prefix)
+    if arch.down_block_depth is not None:
+        raise ControlNetError("transformer depth varies within a level; not supported")
+    if not arch.middle_depth:
         raise ControlNetError("a ControlNet without an attention middle block is not supported")
-    middle = archmod._depth(keys, "middle_block.1.")
-    if context_dim is None:
-        context_dim = shape("middle_block.1.transformer_blocks.0.attn2.to_k.weight")[1]
-        use_linear = len(shape("middle_block.1.proj_in.weight")) == 2
-    return archmod.UNetArch(in_channels=in_channels, out_channels=in_channels, model_channels=model_channels,
-                            level_channels=levels, num_res_blocks=num_res, down_depth=down,
-                            up_depth=[[0] * (num_res[len(levels) - 1 - u] + 1) for u in range(len(levels))],
-                            middle_depth=middle, context_dim=context_dim, use_linear=use_linear,
-                            adm_in_channels=adm, time_embed_dim=time_embed_dim)
+    return arch
 
 
 def _down_path_diffusers(sd) -> tuple[archmod.UNetArch, bool]:
