@@ -175,12 +175,11 @@ def vae_shapes(ch=32, mult=(1, 1, 2, 2), num_res=1, z=4) -> dict[str, tuple]:
     return keys
 
 
-def hf_clip_shapes(hidden=32, layers=2, inner=64, proj: int | None = None) -> dict[str, tuple]:
-    keys = {"text_model.embeddings.token_embedding.weight": (VOCAB, hidden),
-            "text_model.embeddings.position_embedding.weight": (77, hidden),
-            "text_model.final_layer_norm.weight": (hidden,), "text_model.final_layer_norm.bias": (hidden,)}
+def hf_encoder_layer_shapes(prefix: str, layers: int, hidden: int, inner: int) -> dict[str, tuple]:
+    """The transformer layers of a Hugging Face CLIP/SigLIP encoder (``{prefix}encoder.layers.N``)."""
+    keys = {}
     for i in range(layers):
-        b = f"text_model.encoder.layers.{i}"
+        b = f"{prefix}encoder.layers.{i}"
         for p in ("q_proj", "k_proj", "v_proj", "out_proj"):
             keys[f"{b}.self_attn.{p}.weight"] = (hidden, hidden)
             keys[f"{b}.self_attn.{p}.bias"] = (hidden,)
@@ -191,17 +190,24 @@ def hf_clip_shapes(hidden=32, layers=2, inner=64, proj: int | None = None) -> di
         keys[f"{b}.mlp.fc1.bias"] = (inner,)
         keys[f"{b}.mlp.fc2.weight"] = (hidden, inner)
         keys[f"{b}.mlp.fc2.bias"] = (hidden,)
+    return keys
+
+
+def hf_clip_shapes(hidden=32, layers=2, inner=64, proj: int | None = None) -> dict[str, tuple]:
+    keys = {"text_model.embeddings.token_embedding.weight": (VOCAB, hidden),
+            "text_model.embeddings.position_embedding.weight": (77, hidden),
+            "text_model.final_layer_norm.weight": (hidden,), "text_model.final_layer_norm.bias": (hidden,)}
+    keys.update(hf_encoder_layer_shapes("text_model.", layers, hidden, inner))
     if proj:
         keys["text_projection.weight"] = (proj, hidden)
     return keys
 
 
-def openclip_shapes(hidden=32, layers=2, inner=64, proj=32) -> dict[str, tuple]:
-    keys = {"token_embedding.weight": (VOCAB, hidden), "positional_embedding": (77, hidden),
-            "ln_final.weight": (hidden,), "ln_final.bias": (hidden,), "text_projection": (hidden, proj),
-            "logit_scale": ()}
+def openclip_block_shapes(prefix: str, layers: int, hidden: int, inner: int) -> dict[str, tuple]:
+    """OpenCLIP-style residual attention blocks (``{prefix}.N.attn.in_proj_weight`` ...)."""
+    keys = {}
     for i in range(layers):
-        b = f"transformer.resblocks.{i}"
+        b = f"{prefix}.{i}"
         keys[f"{b}.attn.in_proj_weight"] = (3 * hidden, hidden)
         keys[f"{b}.attn.in_proj_bias"] = (3 * hidden,)
         keys[f"{b}.attn.out_proj.weight"] = (hidden, hidden)
@@ -213,6 +219,14 @@ def openclip_shapes(hidden=32, layers=2, inner=64, proj=32) -> dict[str, tuple]:
         keys[f"{b}.mlp.c_fc.bias"] = (inner,)
         keys[f"{b}.mlp.c_proj.weight"] = (hidden, inner)
         keys[f"{b}.mlp.c_proj.bias"] = (hidden,)
+    return keys
+
+
+def openclip_shapes(hidden=32, layers=2, inner=64, proj=32) -> dict[str, tuple]:
+    keys = {"token_embedding.weight": (VOCAB, hidden), "positional_embedding": (77, hidden),
+            "ln_final.weight": (hidden,), "ln_final.bias": (hidden,), "text_projection": (hidden, proj),
+            "logit_scale": ()}
+    keys.update(openclip_block_shapes("transformer.resblocks", layers, hidden, inner))
     return keys
 
 

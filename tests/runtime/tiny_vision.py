@@ -24,18 +24,7 @@ def hf_vision_shapes(hidden=32, layers=3, inner=64, patch=4, grid=4, proj: int |
         keys[f"{p}embeddings.class_embedding"] = (hidden,)
         keys[f"{p}pre_layrnorm.weight"] = (hidden,)
         keys[f"{p}pre_layrnorm.bias"] = (hidden,)
-    for i in range(layers):
-        b = f"{p}encoder.layers.{i}"
-        for q in ("q_proj", "k_proj", "v_proj", "out_proj"):
-            keys[f"{b}.self_attn.{q}.weight"] = (hidden, hidden)
-            keys[f"{b}.self_attn.{q}.bias"] = (hidden,)
-        for ln in ("layer_norm1", "layer_norm2"):
-            keys[f"{b}.{ln}.weight"] = (hidden,)
-            keys[f"{b}.{ln}.bias"] = (hidden,)
-        keys[f"{b}.mlp.fc1.weight"] = (inner, hidden)
-        keys[f"{b}.mlp.fc1.bias"] = (inner,)
-        keys[f"{b}.mlp.fc2.weight"] = (hidden, inner)
-        keys[f"{b}.mlp.fc2.bias"] = (hidden,)
+    keys.update(tiny.hf_encoder_layer_shapes(p, layers, hidden, inner))
     if proj:
         keys["visual_projection.weight"] = (proj, hidden)
     if llava:
@@ -50,38 +39,14 @@ def openclip_visual_shapes(hidden=32, layers=3, inner=64, patch=4, grid=4, proj=
     keys = {"class_embedding": (hidden,), "positional_embedding": (grid * grid + 1, hidden),
             "conv1.weight": (hidden, 3, patch, patch), "ln_pre.weight": (hidden,), "ln_pre.bias": (hidden,),
             "ln_post.weight": (hidden,), "ln_post.bias": (hidden,), "proj": (hidden, proj)}
-    for i in range(layers):
-        b = f"transformer.resblocks.{i}"
-        keys[f"{b}.attn.in_proj_weight"] = (3 * hidden, hidden)
-        keys[f"{b}.attn.in_proj_bias"] = (3 * hidden,)
-        keys[f"{b}.attn.out_proj.weight"] = (hidden, hidden)
-        keys[f"{b}.attn.out_proj.bias"] = (hidden,)
-        for ln in ("ln_1", "ln_2"):
-            keys[f"{b}.{ln}.weight"] = (hidden,)
-            keys[f"{b}.{ln}.bias"] = (hidden,)
-        keys[f"{b}.mlp.c_fc.weight"] = (inner, hidden)
-        keys[f"{b}.mlp.c_fc.bias"] = (inner,)
-        keys[f"{b}.mlp.c_proj.weight"] = (hidden, inner)
-        keys[f"{b}.mlp.c_proj.bias"] = (hidden,)
+    keys.update(tiny.openclip_block_shapes("transformer.resblocks", layers, hidden, inner))
     return keys
 
 
 def style_adapter_shapes(width=32, context=32, layers=2, tokens=4) -> dict[str, tuple]:
     keys = {"style_embedding": (1, tokens, width), "proj": (width, context), "ln_pre.weight": (width,),
             "ln_pre.bias": (width,), "ln_post.weight": (width,), "ln_post.bias": (width,)}
-    for i in range(layers):
-        b = f"transformer_layes.{i}"
-        keys[f"{b}.attn.in_proj_weight"] = (3 * width, width)
-        keys[f"{b}.attn.in_proj_bias"] = (3 * width,)
-        keys[f"{b}.attn.out_proj.weight"] = (width, width)
-        keys[f"{b}.attn.out_proj.bias"] = (width,)
-        for ln in ("ln_1", "ln_2"):
-            keys[f"{b}.{ln}.weight"] = (width,)
-            keys[f"{b}.{ln}.bias"] = (width,)
-        keys[f"{b}.mlp.c_fc.weight"] = (4 * width, width)
-        keys[f"{b}.mlp.c_fc.bias"] = (4 * width,)
-        keys[f"{b}.mlp.c_proj.weight"] = (width, 4 * width)
-        keys[f"{b}.mlp.c_proj.bias"] = (width,)
+    keys.update(tiny.openclip_block_shapes("transformer_layes", layers, width, 4 * width))
     return keys
 
 
