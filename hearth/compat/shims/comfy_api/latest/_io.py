@@ -32,6 +32,11 @@ class classproperty:
         return self.getter(owner)
 
 
+def _schema_field(name: str) -> classproperty:
+    """A V1 class attribute read from the node's V3 schema."""
+    return classproperty(lambda cls: getattr(cls.GET_SCHEMA(), name))
+
+
 class FolderType(str, Enum):
     input = "input"
     output = "output"
@@ -821,37 +826,14 @@ class ComfyNode(_ComfyNodeInternal):
     def OUTPUT_TOOLTIPS(cls):
         return tuple(o.tooltip or None for o in cls.GET_SCHEMA().outputs or [])
 
-    @classproperty
-    def CATEGORY(cls):
-        return cls.GET_SCHEMA().category
-
-    @classproperty
-    def DESCRIPTION(cls):
-        return cls.GET_SCHEMA().description
-
-    @classproperty
-    def OUTPUT_NODE(cls):
-        return cls.GET_SCHEMA().is_output_node
-
-    @classproperty
-    def INPUT_IS_LIST(cls):
-        return cls.GET_SCHEMA().is_input_list
-
-    @classproperty
-    def NOT_IDEMPOTENT(cls):
-        return cls.GET_SCHEMA().not_idempotent
-
-    @classproperty
-    def DEPRECATED(cls):
-        return cls.GET_SCHEMA().is_deprecated
-
-    @classproperty
-    def EXPERIMENTAL(cls):
-        return cls.GET_SCHEMA().is_experimental
-
-    @classproperty
-    def API_NODE(cls):
-        return cls.GET_SCHEMA().is_api_node
+    CATEGORY = _schema_field("category")
+    DESCRIPTION = _schema_field("description")
+    OUTPUT_NODE = _schema_field("is_output_node")
+    INPUT_IS_LIST = _schema_field("is_input_list")
+    NOT_IDEMPOTENT = _schema_field("not_idempotent")
+    DEPRECATED = _schema_field("is_deprecated")
+    EXPERIMENTAL = _schema_field("is_experimental")
+    API_NODE = _schema_field("is_api_node")
 
 
 def first_real_override(cls: type, name: str, *, base: type | None = None):
