@@ -225,6 +225,8 @@ class App:
         manager = self.node_context.services.get("model_manager")
         if manager is not None and unload_models:
             manager.unload_all()
+        elif manager is not None and free_memory:
+            manager.release_freed()
 
     def system_stats(self) -> dict:
         import platform

@@ -19,7 +19,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from hearth.runtime.files import tensor_shape
+from hearth.runtime.files import deferred, tensor_shape
 
 
 class ArchitectureError(ValueError):
@@ -401,7 +401,7 @@ def convert_vae_state_dict(sd: Mapping, prefix: str = "") -> tuple[VAEArch, dict
         new = _translate(key, key_map)
         if new is None:
             continue
-        tensor = sd[full]
+        tensor = deferred(sd, full)
         if ".attentions." in new:
             head, _, rest = new.partition(".attentions.0.")
             for a, b in _VAE_INNER.items():
@@ -410,7 +410,7 @@ def convert_vae_state_dict(sd: Mapping, prefix: str = "") -> tuple[VAEArch, dict
                     break
             new = f"{head}.attentions.0.{rest}"
             if tensor.ndim == 4:  # 1x1 conv attention projections are linear layers there
-                tensor = tensor[:, :, 0, 0]
+                tensor = sd[full][:, :, 0, 0]
         elif ".resnets." in new:
             new = new.replace(".nin_shortcut.", ".conv_shortcut.")
         out[new] = tensor
@@ -484,7 +484,7 @@ def hf_clip_from(sd: Mapping, prefix: str) -> dict:
             continue
         if not k.startswith("text_model.") and not k.startswith("text_projection"):
             k = "text_model." + k
-        out[k] = sd[full]
+        out[k] = deferred(sd, full)
     return out
 
 

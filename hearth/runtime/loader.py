@@ -17,7 +17,7 @@ from typing import Any
 
 from hearth.runtime import arch as archmod
 from hearth.runtime import families as fam
-from hearth.runtime.files import LazyStateDict, load_state_dict, tensor_shape
+from hearth.runtime.files import LazyStateDict, deferred, load_state_dict, read_tensors, tensor_shape
 
 log = logging.getLogger(__name__)
 
@@ -122,7 +122,9 @@ def _empty_module(factory):
         return factory()
 
 
-def _load_into(module, state: dict, dtype, what: str):
+def _load_into(module, state: dict, dtype, what: str, via=None):
+    """Load ``state`` (tensors or unread ``TensorRef``s) into a meta-device module, converting to ``dtype``
+    (rounded through ``via`` first when given)."""
     import torch
 
     expected = dict(module.state_dict())
@@ -136,7 +138,7 @@ def _load_into(module, state: dict, dtype, what: str):
         t = state[k]
         if tuple(t.shape) != tuple(ref.shape):
             raise archmod.ArchitectureError(f"{what}: {k} has shape {tuple(t.shape)}, expected {tuple(ref.shape)}")
-    module.load_state_dict({k: state[k].to(dtype) for k in expected}, strict=True, assign=True)
+    module.load_state_dict(read_tensors({k: state[k] for k in expected}, dtype, via), strict=True, assign=True)
     for name, buf in list(module.named_buffers()):
         if buf.is_meta:
             raise archmod.ArchitectureError(f"{what}: buffer {name} not initialised")
@@ -167,7 +169,7 @@ def build_unet(sd: Mapping, det: Detected, manager, name: str):
         if new is None:
             continue
         ldm_to_diffusers[k] = new
-        state[new] = sd[full]
+        state[new] = deferred(sd, full)
     dtype = manager.dtype_for("unet")
     pads = tuple(p + "." for p in unet.padding())
     if pads:
@@ -204,9 +206,7 @@ def _text_encoder(hf_sd: dict, spec: fam.EncoderSpec, manager, name: str, embedd
     arch = archmod.infer_clip(hf_sd, spec.activation)
     module = _empty_module(lambda: ClipTextModel(arch))
     rounding = manager.storage_dtype("text")
-    if rounding is not None:
-        hf_sd = {k: v.to(rounding) for k, v in hf_sd.items()}
-    module = _load_into(module, hf_sd, manager.dtype_for("text"), f"{name} ({spec.name})")
+    module = _load_into(module, hf_sd, manager.dtype_for("text"), f"{name} ({spec.name})", via=rounding)
     loader = make_embedding_loader(embedding_dirs or [], arch.hidden, spec.name) if embedding_dirs else None
     tok = Tokenizer(pad_token=spec.pad_token, max_length=min(77, arch.positions), embedding_size=arch.hidden,
                     load_embedding=loader)
@@ -353,9 +353,9 @@ def _vae_from_diffusers_sd(sd: Mapping, manager, name: str, config: dict | None 
     module = _empty_module(lambda: AutoencoderKL(**config))
     state = {}
     for k in sd:
-        t = sd[k]
+        t = deferred(sd, k)
         if ".attentions." in k and t.ndim == 4:
-            t = t[:, :, 0, 0]
+            t = sd[k][:, :, 0, 0]
         k = k.replace(".query.", ".to_q.").replace(".key.", ".to_k.").replace(".value.", ".to_v.").replace(
             ".proj_attn.", ".to_out.0.")
         state[k] = t

@@ -260,3 +260,53 @@ def test_lazy_reads_equal_safetensors_for_every_dtype(tmp_path):
 
     with pytest.raises(WeightFileError, match="ends inside a tensor"):
         [sd[k] for k in tensors]
+
+
+def test_converting_reads_match_a_plain_cast(tmp_path, monkeypatch):
+    """Reading with a dtype converts through a small reused buffer; results equal reading then casting."""
+    from safetensors.torch import save_file
+
+    from hearth.runtime import files
+
+    monkeypatch.setattr(files, "_CHUNK_BYTES", 64)  # several chunks per tensor, and a ragged last one
+    g = torch.Generator().manual_seed(4)
+    tensors = {"big": torch.randn(37, 11, generator=g).half(), "bf": torch.randn(50, generator=g).bfloat16(),
+               "f32": torch.randn(4, 4, generator=g), "tiny": torch.randn(1, generator=g).half(),
+               "scalar": torch.tensor(1.5, dtype=torch.float16), "empty": torch.zeros(0, 3).half()}
+    path = tmp_path / "mixed.safetensors"
+    save_file(tensors, str(path))
+    sd = files.LazyStateDict(path)
+    refs = {k: files.deferred(sd, k) for k in sd}
+    assert all(isinstance(r, files.TensorRef) for r in refs.values())
+    assert refs["big"].shape == (37, 11) and refs["big"].ndim == 2
+    for workers in (1, 3):
+        out = files.read_tensors(refs, torch.float32, workers=workers)
+        for k, t in tensors.items():
+            assert out[k].dtype == torch.float32 and torch.equal(out[k], t.float()), (workers, k)
+    # rounding through float16 first, as CPU text encoders are stored; plain tensors go the same way
+    mixed = dict(refs, plain=torch.tensor([1 / 3]))
+    out = files.read_tensors(mixed, torch.float32, via=torch.float16)
+    assert torch.equal(out["f32"], tensors["f32"].half().float())
+    assert torch.equal(out["plain"], torch.tensor([1 / 3]).half().float())
+    # a plain mapping is not deferred
+    assert torch.equal(files.deferred(dict(tensors), "big"), tensors["big"])
+
+
+def test_allocator_keeps_freed_blocks_and_gives_them_back():
+    """On glibc a freed 100 MiB block stays for the next step (no fresh page faults); unloading returns it."""
+    import psutil
+
+    from hearth.runtime import memory
+
+    if memory._glibc() is None:
+        pytest.skip("not glibc")
+    assert memory.keep_freed_memory()
+    proc = psutil.Process()
+    before = proc.memory_info().rss
+    block = torch.ones(100 << 18)
+    del block
+    kept = proc.memory_info().rss - before
+    memory.return_freed_memory()
+    returned = before + kept - proc.memory_info().rss
+    assert kept > 90 << 20, kept
+    assert returned > 90 << 20, returned
