@@ -226,6 +226,27 @@ COMFY_DRIVER = _COMMON + textwrap.dedent('''
 ''')
 
 
+FLOOR_DRIVER = textwrap.dedent('''
+    import math, sys, time, torch
+    from safetensors import safe_open
+    with safe_open(sys.argv[1], framework="pt") as f:
+        n = sum(math.prod(f.get_slice(k).get_shape()) for k in f.keys())
+    t = time.perf_counter()
+    torch.empty(n, dtype=torch.float32).fill_(0)
+    print(time.perf_counter() - t, n)
+''')
+
+
+def fault_floor(python: str, ckpt: Path) -> float:
+    """Seconds to first-touch float32 memory for every weight of the checkpoint (both sides must, on the CPU).
+
+    Loading for fp32 compute writes that much fresh memory whatever else it does, so this is a floor for
+    either server's load time on this machine.
+    """
+    proc = subprocess.run([python, "-c", FLOOR_DRIVER, str(ckpt)], capture_output=True, text=True, check=True)
+    return float(proc.stdout.split()[0])
+
+
 def run_side(label: str, python: str, driver_text: str, first_arg: str, base: Path, prompts: dict) -> dict:
     work = base / label
     work.mkdir(parents=True, exist_ok=True)
@@ -256,7 +277,7 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
 
     base = Path(args.work).resolve()
-    make_checkpoint(base / "models")
+    ckpt = make_checkpoint(base / "models")
     prompts = workflows(args.steps64, args.steps256)
     if args.threads:
         os.environ["OMP_NUM_THREADS"] = os.environ["MKL_NUM_THREADS"] = str(args.threads)
@@ -266,7 +287,10 @@ def main(argv=None) -> int:
     if not args.no_comfy:
         sides.append(("ComfyUI", args.comfy_python, COMFY_DRIVER, str(Path(args.comfy).resolve())))
     rounds: dict[str, list[dict]] = {label: [] for label, *_ in sides}
+    floors = []
     for r in range(args.rounds):
+        floors.append(fault_floor(sys.executable, ckpt))
+        print(f"round {r + 1} page-fault floor for the fp32 weights: {floors[-1]:.3f} s", flush=True)
         for label, python, driver, first in sides:
             res = run_side(label, python, driver, first, base, prompts)
             figs = figures(res)
@@ -285,8 +309,9 @@ def main(argv=None) -> int:
             line += f"{other:10.3f} {ratio:7.3f} {('<= ' + str(target)) if target else '':>7} {verdict}"
         print(line)
     print(f"(medians of {args.rounds} rounds; times in s, RSS in MiB; ratio = Hearth / ComfyUI)")
+    print(f"first touch of the fp32 weights' memory alone (a floor for either load): {statistics.median(floors):.3f} s")
     if args.json:
-        Path(args.json).write_text(json.dumps({"rounds": rounds, "median": med}, indent=1))
+        Path(args.json).write_text(json.dumps({"rounds": rounds, "median": med, "fault_floor_s": floors}, indent=1))
     return 0
 
 
