@@ -1,6 +1,7 @@
 """Reading weight files safely.
 
-``.safetensors`` files are opened memory-mapped and read lazily, one tensor at a time, so loading a
+``.safetensors`` files are validated by safetensors and read lazily with positioned reads, one tensor at a
+time and straight into the precision it is computed in (``TensorRef``, ``read_tensors``), so loading a
 checkpoint never holds two copies of it. Pickle-based files (``.ckpt .pt .pth .bin``) are read only through
 ``torch.load(weights_only=True)``: a file that needs arbitrary unpickling (a class, a function, a
 ``__reduce__`` payload) is refused with ``UnsafeFileError`` naming the file, and nothing in it runs.
