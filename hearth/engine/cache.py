@@ -23,6 +23,7 @@ prompt, so stateful nodes behave as in ComfyUI.
 """
 from __future__ import annotations
 
+import gc
 import hashlib
 import json
 import math
@@ -30,6 +31,7 @@ import time
 from dataclasses import dataclass
 from typing import Any, Callable
 
+from hearth.allocator import return_freed_memory
 from hearth.engine.graph import DynamicPrompt, is_link
 from hearth.engine.nodeclass import ClassTable
 
@@ -245,6 +247,10 @@ class OutputCache:
                          if e.generation < self.generation)
         for _, _, key in victims:
             del self.entries[key]
+            # What the entry held is free but may still sit in the C heap (model code keeps freed
+            # blocks, see hearth.allocator): hand it back so that it counts as available.
+            gc.collect()
+            return_freed_memory()
             if psutil.virtual_memory().available >= headroom:
                 break
 

@@ -121,12 +121,18 @@ def test_ram_policy_with_room_keeps_everything():
     assert run_prompt(engine, image_prompt(1)).cached == ["1", "2"]
 
 
-def test_ram_policy_under_pressure_evicts_older_prompts():
+def test_ram_policy_under_pressure_evicts_older_prompts(monkeypatch):
     # A headroom no machine has: everything from earlier prompts is evicted, the current prompt's kept.
+    from hearth.engine import cache
+
+    handed_back = []
+    monkeypatch.setattr(cache, "return_freed_memory", lambda: handed_back.append(True))
     engine, _ = make_engine(kind="ram", ram_headroom_gb=1e9)
     run_prompt(engine, image_prompt(1))
     run = run_prompt(engine, {"1": const(4), "2": out("1"), "3": out("1")})
     assert run.ran == ["1", "2"]  # in-prompt reuse still works
+    # each eviction hands the freed memory back before free RAM is measured again
+    assert handed_back
     assert run_prompt(engine, image_prompt(1)).cached == []
 
 

@@ -290,39 +290,3 @@ def test_converting_reads_match_a_plain_cast(tmp_path, monkeypatch):
     assert torch.equal(out["plain"], torch.tensor([1 / 3]).half().float())
     # a plain mapping is not deferred
     assert torch.equal(files.deferred(dict(tensors), "big"), tensors["big"])
-
-
-_ALLOCATOR_PROBE = """
-import psutil, torch
-from hearth.runtime import memory
-memory.keep_freed_memory() if KEEP else None
-proc = psutil.Process()
-before = proc.memory_info().rss
-block = torch.ones(100 << 18)
-del block
-kept = proc.memory_info().rss - before
-memory.return_freed_memory()
-print(kept >> 20, (before + kept - proc.memory_info().rss) >> 20)
-"""
-
-
-@pytest.mark.parametrize("keep", [True, False])
-def test_allocator_keeps_freed_blocks_and_gives_them_back(keep):
-    """On glibc a freed 100 MiB block stays for the next step (no fresh page faults); unloading returns it.
-
-    Run in a fresh process: in this one earlier tests may have left free heap the block would reuse.
-    """
-    import subprocess
-    import sys
-
-    from hearth.runtime import memory
-
-    if memory._glibc() is None:
-        pytest.skip("not glibc")
-    out = subprocess.run([sys.executable, "-c", f"KEEP = {keep}\n" + _ALLOCATOR_PROBE], capture_output=True,
-                         text=True, check=True, cwd=os.path.dirname(os.path.dirname(os.path.dirname(__file__))))
-    kept_mib, returned_mib = map(int, out.stdout.split())
-    if keep:
-        assert kept_mib >= 90 and returned_mib >= 90, out.stdout
-    else:  # glibc's defaults unmap the block at once: the behaviour keep_freed_memory changes
-        assert kept_mib < 10, out.stdout
