@@ -179,7 +179,9 @@ def read_tensors(values: Mapping[str, Any], dtype, via=None, workers: int | None
 
     def convert(value, scratch):
         if isinstance(value, TensorRef):
-            value = value.read(via or dtype, scratch)
+            # rounding through the precision a tensor is already stored in changes nothing: skip the copy
+            stored_as_via = via is not None and getattr(torch, value.dtype_name) == via
+            value = value.read(dtype if via is None or stored_as_via else via, scratch)
         elif via is not None:
             value = value.to(via)
         return value.to(dtype)

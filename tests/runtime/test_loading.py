@@ -287,6 +287,8 @@ def test_converting_reads_match_a_plain_cast(tmp_path, monkeypatch):
     mixed = dict(refs, plain=torch.tensor([1 / 3]))
     out = files.read_tensors(mixed, torch.float32, via=torch.float16)
     assert torch.equal(out["f32"], tensors["f32"].half().float())
+    assert torch.equal(out["big"], tensors["big"].float())  # already float16: read straight to float32
+    assert torch.equal(out["bf"], tensors["bf"].half().float())  # bfloat16 is still rounded to float16
     assert torch.equal(out["plain"], torch.tensor([1 / 3]).half().float())
     # a plain mapping is not deferred
     assert torch.equal(files.deferred(dict(tensors), "big"), tensors["big"])
