@@ -315,13 +315,10 @@ def test_async_nodes_run_concurrently():
     for i in range(3):
         prompt[f"s{i}"] = {"class_type": "AsyncSleep", "inputs": {"value": ["1", 0], "seconds": 0.3}}
         prompt[f"o{i}"] = out(f"s{i}")
-    start = time.perf_counter()
     run = run_prompt(engine, prompt)
-    elapsed = time.perf_counter() - start
     assert run.outcome.status == "success"
-    assert elapsed < 0.85, elapsed  # 0.9 s if they ran one after another
     kinds = [e[0] for e in log if e[0].startswith("sleep")]
-    assert kinds[:3] == ["sleep_start"] * 3  # all started before any finished
+    assert kinds[:3] == ["sleep_start"] * 3  # all started before any finished: they overlapped
     assert run.outcome.outputs == {f"o{i}": {"values": [1]} for i in range(3)}
     assert run.ran.count("s0") == 1  # `executing` once even though it left and came back
 

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import time
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -389,11 +388,10 @@ def test_fuzzed_prompts_never_raise(prompt):
             assert set(error) == {"type", "message", "details", "extra_info"}
 
 
-def test_validation_of_1000_node_chain_is_fast(engine):
-    prompt = chain_prompt(1000)
-    engine.validate(chain_prompt(10))  # warm up
-    start = time.perf_counter()
-    result = engine.validate(prompt)
-    elapsed = time.perf_counter() - start
-    assert result.ok
-    assert elapsed < 0.25, f"validating 1000 nodes took {elapsed * 1000:.1f} ms"
+def test_validation_of_long_chains_does_not_recurse(engine):
+    # ComfyUI raises RecursionError on a 1,000-node chain; the walk here is iterative. How fast it is
+    # belongs to bench/engine_overhead.py, not to a timed test.
+    for n in (1000, 5000):
+        result = engine.validate(chain_prompt(n))
+        assert result.ok, result.error
+        assert len(result.outputs) == 1
