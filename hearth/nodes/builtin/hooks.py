@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 
-from hearth.nodes.builtin.sd import _embedding_dirs, _files, _manager, _path
+from hearth.nodes.builtin.sd import _embedding_dirs, _files, _manager, _path, _reuse_last
 
 log = logging.getLogger(__name__)
 
@@ -241,13 +241,7 @@ class CreateHookLora:
             prev_hooks = H.HookGroup()
         if strength_model == 0 and strength_clip == 0:
             return (prev_hooks,)
-        path = str(_path("loras", lora_name))
-        if self.loaded_lora is not None and self.loaded_lora[0] == path:
-            lora = self.loaded_lora[1]
-        else:
-            self.loaded_lora = None
-            lora = loader.load_lora_file(path)
-            self.loaded_lora = (path, lora)
+        lora = _reuse_last(self, "loaded_lora", _path("loras", lora_name), loader.load_lora_file)
         hooks = H.create_hook_lora(lora, strength_model, strength_clip)
         return (prev_hooks.clone_and_combine(hooks),)
 
@@ -273,7 +267,7 @@ class CreateHookModelAsLora:
                    "weights replace the model's) to the conditioning it is attached to.")
 
     def __init__(self):
-        self.loaded_weights = None
+        self.loaded_weights = None  # (path, (model weights, clip weights)) of the last run
 
     @classmethod
     def INPUT_TYPES(cls):
@@ -288,17 +282,14 @@ class CreateHookModelAsLora:
         H = _H()
         if prev_hooks is None:
             prev_hooks = H.HookGroup()
-        path = str(_path("checkpoints", ckpt_name))
-        if self.loaded_weights is not None and self.loaded_weights[0] == path:
-            weights_model, weights_clip = self.loaded_weights[1], self.loaded_weights[2]
-        else:
-            self.loaded_weights = None
+        def load(path):
             model, clip, _vae = loader.load_checkpoint(path, _manager(), _embedding_dirs(), output_vae=False)
-            weights_model = original_weights(model.patcher.holder)
             weights_clip = None
             if clip is not None:
                 weights_clip = {e.spec.name: original_weights(e.patcher.holder) for e in clip.encoders}
-            self.loaded_weights = (path, weights_model, weights_clip)
+            return original_weights(model.patcher.holder), weights_clip
+
+        weights_model, weights_clip = _reuse_last(self, "loaded_weights", _path("checkpoints", ckpt_name), load)
         hooks = H.create_hook_model_as_lora(weights_model, weights_clip, strength_model, strength_clip)
         return (prev_hooks.clone_and_combine(hooks),)
 

@@ -46,6 +46,22 @@ def _path(kind: str, name: str):
     return path
 
 
+def _reuse_last(node, attr: str, path, load):
+    """What ``load(path)`` gave the last time this node instance ran on the same file, else a fresh load.
+
+    Kept as ``(path, value)`` in ``node.<attr>`` (ComfyUI's ``loaded_lora``), so one loader node does
+    not re-read its file on every prompt, and a file change of name releases the old value first.
+    """
+    path = str(path)
+    last = getattr(node, attr, None)
+    if last is not None and last[0] == path:
+        return last[1]
+    setattr(node, attr, None)
+    value = load(path)
+    setattr(node, attr, (path, value))
+    return value
+
+
 def _embedding_dirs() -> list:
     folder = current().folders.folder("embeddings")
     return list(folder.paths) if folder else []
@@ -246,12 +262,7 @@ class LoraLoader:
 
         if strength_model == 0 and strength_clip == 0:
             return (model, clip)
-        path = _path("loras", lora_name)
-        if self.loaded_lora is not None and self.loaded_lora[0] == str(path):
-            lora = self.loaded_lora[1]
-        else:
-            lora = loader.load_lora_file(path)
-            self.loaded_lora = (str(path), lora)
+        lora = _reuse_last(self, "loaded_lora", _path("loras", lora_name), loader.load_lora_file)
         return apply_lora(model, clip, lora, strength_model, strength_clip)
 
 
