@@ -187,20 +187,18 @@ def read_tensors(values: Mapping[str, Any], dtype, via=None, workers: int | None
         return value.to(dtype)
 
     def run(names: list[str]) -> dict[str, Any]:
-        scratch = torch.empty(0, dtype=torch.uint8)
-        biggest = max((_nbytes(values[n]) for n in names), default=0)
-        if biggest:
-            scratch = torch.empty(min(biggest, _CHUNK_BYTES), dtype=torch.uint8)
+        # one scratch buffer per lane; lanes are sorted biggest first, so names[0] sizes it
+        scratch = torch.empty(min(_nbytes(values[names[0]]), _CHUNK_BYTES), dtype=torch.uint8)
         return {n: convert(values[n], scratch) for n in names}
 
-    out: dict[str, Any] = {}
-    if workers == 1:
-        out.update(run(lanes[0]))
-        return out
+    lanes = [lane for lane in lanes if lane]
+    if len(lanes) <= 1:
+        return run(lanes[0]) if lanes else {}
     from concurrent.futures import ThreadPoolExecutor
 
-    with ThreadPoolExecutor(workers, thread_name_prefix="hearth-read") as pool:
-        for part in pool.map(run, [lane for lane in lanes if lane]):
+    out: dict[str, Any] = {}
+    with ThreadPoolExecutor(len(lanes), thread_name_prefix="hearth-read") as pool:
+        for part in pool.map(run, lanes):
             out.update(part)
     return out
 
