@@ -26,6 +26,17 @@ class ArchitectureError(ValueError):
     """Weights that do not describe a supported architecture."""
 
 
+def check_weights(expected: Mapping, state: Mapping, what: str) -> None:
+    """Raise ArchitectureError unless ``state`` has every key of ``expected`` (a module's state dict) with
+    the same shape. Values may be tensors or anything with a ``shape`` (unread ``TensorRef``s)."""
+    missing = [k for k in expected if k not in state]
+    if missing:
+        raise ArchitectureError(f"{what}: {len(missing)} weights missing, e.g. {missing[:3]}")
+    for k, ref in expected.items():
+        if tuple(state[k].shape) != tuple(ref.shape):
+            raise ArchitectureError(f"{what}: {k} has shape {tuple(state[k].shape)}, expected {tuple(ref.shape)}")
+
+
 def _indices(keys, pattern: str) -> list[int]:
     rx = re.compile(pattern)
     found = set()

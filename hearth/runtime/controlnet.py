@@ -685,13 +685,10 @@ def _union_controlnet(net, union: dict, dtype, name: str):
             _, idx, rest = k.split(".", 2)
             state[f"transformer.{layers.index(int(idx))}.{rename.get(rest, rest)}"] = v
     own = {k: v for k, v in module.state_dict().items() if not k.startswith(("net.", "hint_embedding."))}
-    missing = [k for k in own if k not in state]
-    if missing:
-        raise ControlNetError(f"union ControlNet: {len(missing)} weights missing, e.g. {missing[:3]}")
-    for k, ref in own.items():
-        if tuple(state[k].shape) != tuple(ref.shape):
-            raise ControlNetError(f"union ControlNet: {k} has shape {tuple(state[k].shape)}, "
-                                  f"expected {tuple(ref.shape)}")
+    try:
+        archmod.check_weights(own, state, "union ControlNet")
+    except archmod.ArchitectureError as exc:
+        raise ControlNetError(str(exc)) from None
     with torch.no_grad():
         for k in own:
             module.get_parameter(k).copy_(state[k].to(dtype))

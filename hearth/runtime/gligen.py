@@ -15,6 +15,8 @@ import logging
 import re
 from collections.abc import Mapping
 
+from hearth.runtime.arch import ArchitectureError, check_weights
+
 log = logging.getLogger(__name__)
 
 MAX_OBJS = 30
@@ -141,13 +143,10 @@ def from_state_dict(sd: Mapping, manager, name: str = "gligen") -> GligenNet:
         with torch.device("meta"):
             fuser = GatedSelfAttentionDense(query_dim, key_dim, heads, head_dim)
         expected = fuser.state_dict()
-        missing = [k for k in expected if k not in params]
-        if missing:
-            raise GligenError(f"{name}: fuser of {block} lacks {missing[:3]}")
-        for k, ref in expected.items():
-            if tuple(params[k].shape) != tuple(ref.shape):
-                raise GligenError(f"{name}: {block}.fuser.{k} has shape {tuple(params[k].shape)}, expected "
-                                  f"{tuple(ref.shape)}")
+        try:
+            check_weights(expected, params, f"{name}: fuser of {block}")
+        except ArchitectureError as exc:
+            raise GligenError(str(exc)) from None
         fuser.load_state_dict({k: params[k].float() for k in expected}, strict=True, assign=True)
         fusers.append(fuser)
         widths.append(query_dim)

@@ -128,16 +128,10 @@ def _load_into(module, state: dict, dtype, what: str, via=None):
     import torch
 
     expected = dict(module.state_dict())
-    missing = [k for k in expected if k not in state]
+    archmod.check_weights(expected, state, what)
     unexpected = [k for k in state if k not in expected]
-    if missing:
-        raise archmod.ArchitectureError(f"{what}: {len(missing)} weights missing, e.g. {missing[:3]}")
     if unexpected:
         log.warning("%s: %d unexpected weights ignored, e.g. %s", what, len(unexpected), unexpected[:3])
-    for k, ref in expected.items():
-        t = state[k]
-        if tuple(t.shape) != tuple(ref.shape):
-            raise archmod.ArchitectureError(f"{what}: {k} has shape {tuple(t.shape)}, expected {tuple(ref.shape)}")
     module.load_state_dict(read_tensors({k: state[k] for k in expected}, dtype, via), strict=True, assign=True)
     for name, buf in list(module.named_buffers()):
         if buf.is_meta:

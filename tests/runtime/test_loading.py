@@ -292,3 +292,13 @@ def test_converting_reads_match_a_plain_cast(tmp_path, monkeypatch):
     assert torch.equal(out["plain"], torch.tensor([1 / 3]).half().float())
     # a plain mapping is not deferred
     assert torch.equal(files.deferred(dict(tensors), "big"), tensors["big"])
+
+
+def test_check_weights_names_missing_and_misshapen_weights():
+    """The one check every builder uses (checkpoints, union ControlNets, GLIGEN fusers)."""
+    expected = {"a.weight": torch.zeros(2, 3), "a.bias": torch.zeros(2)}
+    arch.check_weights(expected, {"a.weight": torch.ones(2, 3), "a.bias": torch.ones(2), "extra": 1}, "net")
+    with pytest.raises(arch.ArchitectureError, match=r"net: 1 weights missing, e\.g\. \['a\.bias'\]"):
+        arch.check_weights(expected, {"a.weight": torch.ones(2, 3)}, "net")
+    with pytest.raises(arch.ArchitectureError, match=r"net: a\.weight has shape \(3, 2\), expected \(2, 3\)"):
+        arch.check_weights(expected, {"a.weight": torch.ones(3, 2), "a.bias": torch.ones(2)}, "net")
