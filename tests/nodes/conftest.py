@@ -10,14 +10,19 @@ from hearth.nodes.registry import NodeRegistry
 from hearth.paths import Folders
 
 
-@pytest.fixture
-def node_ctx(tmp_path):
-    cfg = config_from_args(["--base-directory", str(tmp_path)])
+def make_node_ctx(base, *flags: str) -> NodeContext:
+    """A NodeContext with every builtin node over a fresh base directory, started with ComfyUI flags."""
+    cfg = config_from_args(["--base-directory", str(base), *flags])
     folders = Folders.from_config(cfg)
     folders.create()
     registry = NodeRegistry()
     register_builtin_nodes(registry)
-    ctx = NodeContext(cfg, folders, registry)
+    return NodeContext(cfg, folders, registry)
+
+
+@pytest.fixture
+def node_ctx(tmp_path):
+    ctx = make_node_ctx(tmp_path)
     with using(ctx):
         yield ctx
 

@@ -111,18 +111,10 @@ def test_webm_av1(node_ctx):
 
 
 def test_disable_metadata(tmp_path):
-    from hearth.config import config_from_args
-    from hearth.nodes.builtin import register_builtin_nodes
-    from hearth.nodes.context import NodeContext, using
-    from hearth.nodes.registry import NodeRegistry
-    from hearth.paths import Folders
+    from hearth.nodes.context import using
+    from tests.nodes.conftest import make_node_ctx
 
-    cfg = config_from_args(["--base-directory", str(tmp_path), "--disable-metadata"])
-    folders = Folders.from_config(cfg)
-    folders.create()
-    registry = NodeRegistry()
-    register_builtin_nodes(registry)
-    ctx = NodeContext(cfg, folders, registry)
+    ctx = make_node_ctx(tmp_path, "--disable-metadata")
     with using(ctx):
         (video,) = run_node(ctx, "CreateVideo", images=_frames(n=2), fps=10.0)
         ui = run_node(ctx, "SaveVideo", video=video, filename_prefix="v", format="mp4", codec="h264",
