@@ -43,8 +43,7 @@ class ModelManager:
         if self._device is None:
             import torch
 
-            keep_freed_memory()
-
+            keep_freed_memory()  # first model work of this process (see hearth.allocator)
             if not self.cpu_only and torch.cuda.is_available():
                 self._device = torch.device("cuda", torch.cuda.current_device())
             else:
