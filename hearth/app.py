@@ -30,6 +30,8 @@ log = logging.getLogger(__name__)
 
 COMFYUI_COMPAT_VERSION = "0.3.64"
 UUID_LOWER_HEX = "0123456789abcdef-"
+# The longest the worker's events wait before the loop sends them (see App._to_loop).
+EVENT_WINDOW_S = 0.005
 
 
 class LogBuffer(logging.Handler):
@@ -90,9 +92,11 @@ class App:
         self.store.recover()
         self.loop: asyncio.AbstractEventLoop | None = None
         self._outbox: deque = deque()
-        self._drain_scheduled = False
+        self._drain_armed = False
+        self._drain_timer: asyncio.TimerHandle | None = None
+        self.event_window_s = EVENT_WINDOW_S
         self.worker = Worker(self.store, self.engine, self._publish_threadsafe, self._queue_changed_threadsafe,
-                             self.node_context)
+                             self.node_context, flush=self.flush_to_loop)
 
     def _load_nodes(self) -> None:
         from hearth.nodes.builtin import register_builtin_nodes
@@ -126,21 +130,50 @@ class App:
 
     # --- thread hops -------------------------------------------------------------------------------
     def _to_loop(self, fn, *args) -> None:
-        """Run fn(*args) on the HTTP loop, in call order. Calls are batched: one loop wake-up drains
-        everything the worker queued meanwhile (a prompt emits a dozen events in a few hundred µs)."""
+        """Run fn(*args) on the HTTP loop, in call order, within event_window_s (or at the next flush).
+
+        Each wake-up of the loop while the worker runs costs a pair of GIL hand-offs and a pass through
+        asyncio; a trivial prompt emits a dozen events in a few hundred µs. So the first call arms one
+        timer on the loop, and ``flush_to_loop`` (the worker calls it when a prompt ends) delivers at
+        once: a prompt's events cost two wake-ups, and none waits longer than the window."""
         loop = self.loop
         if loop is None or loop.is_closed():
             return
-        self._outbox.append((fn, args))
-        if not self._drain_scheduled:
-            self._drain_scheduled = True
+        self._outbox.append((fn, args))  # before reading the flag: see _drain_outbox
+        if not self._drain_armed:
+            self._drain_armed = True
             try:
-                loop.call_soon_threadsafe(self._drain_outbox)
+                loop.call_soon_threadsafe(self._arm_drain)
             except RuntimeError:  # the loop closed meanwhile
                 pass
 
+    def _on_loop_thread(self) -> bool:
+        try:
+            return self.loop is not None and asyncio.get_running_loop() is self.loop
+        except RuntimeError:
+            return False
+
+    def flush_to_loop(self) -> None:
+        """Deliver everything queued by _to_loop now (from any thread)."""
+        loop = self.loop
+        if loop is None or loop.is_closed() or not self._outbox:
+            return
+        try:
+            loop.call_soon_threadsafe(self._drain_outbox)
+        except RuntimeError:
+            pass
+
+    def _arm_drain(self) -> None:
+        if self._outbox and self._drain_timer is None:
+            self._drain_timer = self.loop.call_later(self.event_window_s, self._drain_outbox)
+
     def _drain_outbox(self) -> None:
-        self._drain_scheduled = False  # before draining: anything appended from now on schedules again
+        """On the loop. Clearing the flag before popping means a call that finds it clear has appended
+        first, so its item is either popped here or arms a new drain."""
+        if self._drain_timer is not None:
+            self._drain_timer.cancel()
+            self._drain_timer = None
+        self._drain_armed = False
         outbox = self._outbox
         while outbox:
             fn, args = outbox.popleft()
@@ -319,7 +352,12 @@ class App:
             self.worker.secrets[prompt_id] = secret
         number = self.store.enqueue(prompt_id, prompt_json, extra_json, _dumps(result.outputs), client_id or None,
                                     number=number, front=bool(body.get("front")))
-        self.hub.broadcast_status()  # before waking the worker, so this status precedes its own
+        # Before waking the worker, so this status precedes its own.
+        if self._on_loop_thread():
+            self._drain_outbox()  # the worker's events still waiting were emitted before this status
+            self.hub.broadcast_status()
+        else:  # a node queueing a prompt (compat prompt_queue.put): the hub lives on the loop
+            self._queue_changed_threadsafe()
         self.worker.wake()
         number_out: int | float = int(number) if number == int(number) and body.get("number") is None else number
         return SubmitResult(200, {"prompt_id": prompt_id, "number": number_out, "node_errors": result.node_errors})

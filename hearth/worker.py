@@ -28,11 +28,12 @@ Publish = Callable[[ev.Event, "str | None"], None]
 
 class Worker:
     def __init__(self, store: Store, engine: Engine, publish: Publish, queue_changed: Callable[[], None],
-                 node_ctx: node_context.NodeContext):
+                 node_ctx: node_context.NodeContext, flush: Callable[[], None] = lambda: None):
         self.store = store
         self.engine = engine
         self._publish = publish
         self._queue_changed = queue_changed
+        self._flush = flush  # deliver what publish/queue_changed queued, now (at the end of each prompt)
         self._node_ctx = node_ctx
         self._wake = threading.Condition()
         self._stopping = False
@@ -155,6 +156,7 @@ class Worker:
         self.current = None
         self._queue_changed()
         publish(ev.Executing(item.prompt_id, None), client_id)
+        self._flush()
 
 
 def redact(value, secrets: list[str]):
