@@ -95,6 +95,7 @@ EXTRA_KEYS = [  # (key, label, digits)
     ("throughput_post_s", "throughput: time to accept all POSTs (s)", 3),
     ("throughput_total_s", "throughput: first POST -> last done (s)", 3),
     ("throughput_server_cpu_ms", "server CPU per prompt in the throughput burst (ms)", 2),
+    ("scratch_file_create_us", "create+write+close of a small file in the base dir's folder (µs)", 0),
     ("processes", "server processes (tree)", 0),
     ("machine_busy_pct", "machine CPU busy in the 1 s before the run (%)", 0),
     ("other_load_cores", "CPU used by other processes during the run (cores)", 2),
@@ -157,13 +158,14 @@ def check_loopback(argv: list[str]) -> None:
 class Server:
     """One server run: a fresh temp base dir, a free port, its own process group."""
 
-    def __init__(self, label: str, template: str, keep: bool = False, nice: int | None = None):
+    def __init__(self, label: str, template: str, keep: bool = False, nice: int | None = None,
+                 scratch: str | None = None):
         self.label = label
         self.template = template
         self.keep = keep
         self.nice = nice
         self.port = free_port()
-        self.base = Path(tempfile.mkdtemp(prefix=f"hearth-bench-{label.lower()}-"))
+        self.base = Path(tempfile.mkdtemp(prefix=f"hearth-bench-{label.lower()}-", dir=scratch))
         # ComfyUI's main.py lists <base>/custom_nodes at start-up and keeps its db in <base>/user.
         for sub in ("custom_nodes", "user", "models", "input", "output", "temp"):
             (self.base / sub).mkdir()
@@ -329,6 +331,24 @@ class PeakSampler(threading.Thread):
 
 # --------------------------------------------------------------------------------------------
 # Client
+
+
+def file_create_cost_us(folder: Path, n: int = 200) -> float:
+    """Median cost of creating, writing and closing a small new file in ``folder``: every trivial
+    prompt saves a PNG into the server's temp folder, and on ext4 a new inode can cost from ~30 µs to
+    over 1 ms depending on the file system's recent history (measured on the benchmark machine), so
+    the figure is recorded with each run."""
+    probe = Path(tempfile.mkdtemp(prefix="create-probe-", dir=folder))
+    times = []
+    try:
+        for i in range(n):
+            t0 = time.perf_counter()
+            with open(probe / f"{i}.png", "wb") as f:
+                f.write(b"\0" * 400)
+            times.append(time.perf_counter() - t0)
+    finally:
+        shutil.rmtree(probe, ignore_errors=True)
+    return statistics.median(times) * 1e6
 
 
 def trivial_prompt(color: int, size: int = 64) -> dict:
@@ -515,8 +535,9 @@ class Colors:
 
 async def run_once(label: str, template: str, args, deadline: float) -> dict:
     """Start one server, measure every figure, stop it. Returns {key: value, ...}."""
-    server = Server(label, template, keep=args.keep, nice=args.nice)
-    res: dict[str, Any] = {"port": server.port, "argv": server.argv}
+    server = Server(label, template, keep=args.keep, nice=args.nice, scratch=args.scratch)
+    res: dict[str, Any] = {"port": server.port, "argv": server.argv,
+                           "scratch_file_create_us": file_create_cost_us(server.base.parent)}
     sampler: PeakSampler | None = None
 
     def check_time(phase: str):
@@ -697,7 +718,7 @@ def render(report: dict) -> str:
     out.append(f"nice={c['nice']}; rounds={c['rounds']} ({'alternating ' + ' '.join(x['label'] for x in servers) if b else 'one server'}); "
                f"object_info x{c['object_info_n']}; {c['latency_prompts']} sequential prompts; "
                f"{c['cached_pairs']} cached pairs; {c['throughput_prompts']} prompts with "
-               f"{c['concurrency']} POSTs in flight")
+               f"{c['concurrency']} POSTs in flight; base dirs under {c.get('scratch') or tempfile.gettempdir()}")
     out.append("")
 
     other_label = b["label"] if b else "ComfyUI (quoted, 2-core)"
@@ -786,6 +807,9 @@ def parse_args(argv=None):
                    help="run the benchmark and its servers at this nice value (negative needs "
                         "root): on a shared machine, -10 keeps other load from skewing the figures")
     p.add_argument("--keep", action="store_true", help="keep the temp base dirs (and server.log)")
+    p.add_argument("--scratch", default=None, metavar="DIR",
+                   help="folder for the servers' fresh base dirs (default: the system temp folder); "
+                        "each run records what creating a small file there costs")
     args = p.parse_args(argv)
     for name in ("rounds", "object_info_n", "latency_prompts", "cached_pairs",
                  "throughput_prompts", "concurrency"):
@@ -795,6 +819,8 @@ def parse_args(argv=None):
             p.error(f"--{name.replace('_', '-')} is too large")
     if args.warmup_prompts < 1:
         p.error("--warmup-prompts must be >= 1")
+    if args.scratch is not None and not os.path.isdir(args.scratch):
+        p.error(f"--scratch {args.scratch!r} is not a folder")
     if args.compare and not args.compare_label:
         args.compare_label = "ComfyUI" if "comfy" in args.compare.lower() else "other"
     return args
@@ -858,7 +884,7 @@ async def bench(args) -> dict:
     report: dict[str, Any] = {
         "machine": machine,
         "config": {k: getattr(args, k) for k in
-                   ("nice", "wait_idle", "rounds", "object_info_n", "warmup_prompts", "latency_prompts", "cached_pairs",
+                   ("nice", "wait_idle", "scratch", "rounds", "object_info_n", "warmup_prompts", "latency_prompts", "cached_pairs",
                     "throughput_prompts", "concurrency", "settle", "settle_max")},
         "servers": servers,
         "figures": [{"key": f.key, "label": f.label, "unit": f.unit, "target": f.target,
