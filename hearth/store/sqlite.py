@@ -277,16 +277,17 @@ class Store:
                 (item.prompt_id, item.number, item.number_json, item.prompt_json, item.extra_data_json,
                  item.outputs_json, dumps(outputs), dumps(status), dumps(meta), job_status, item.create_time,
                  item.start_time, now_ms()))
-            self._history_count += 1
-            if self._history_count > self.history_max_items:
-                excess = self._history_count - self.history_max_items
+            history_count = self._history_count + 1  # applied once committed
+            if history_count > self.history_max_items:
+                excess = history_count - self.history_max_items
                 self._db.execute("DELETE FROM history WHERE seq IN (SELECT seq FROM history ORDER BY seq LIMIT ?)",
                                  (excess,))
-                self._history_count -= excess
+                history_count -= excess
             self._db.execute("COMMIT")
         except BaseException:
             self._db.execute("ROLLBACK")
             raise
+        self._history_count = history_count
         if was_pending:
             self._pending -= 1
 

@@ -83,3 +83,28 @@ def test_database_url_forms(tmp_path):
     import pytest
     with pytest.raises(ValueError):
         database_path("postgresql://x", tmp_path)
+
+
+def test_a_failed_finish_changes_nothing(tmp_path):
+    """Moving a prompt to history is one transaction: a failure inside it (here the retention trim)
+    leaves the queue, history and the store's counters as they were."""
+    import sqlite3
+
+    s = Store(tmp_path / "db.sqlite", history_max_items=1)
+    for pid in "ab":
+        enqueue(s, pid)
+    s.finish(s.claim_next(), status_str="success", completed=True, messages=[], outputs={}, meta={},
+             job_status="completed")
+    b = s.claim_next()
+    s._db.execute("CREATE TEMP TRIGGER refuse BEFORE DELETE ON history BEGIN SELECT RAISE(ABORT, 'disk trouble'); END")
+    try:
+        s.finish(b, status_str="success", completed=True, messages=[], outputs={}, meta={}, job_status="completed")
+    except sqlite3.DatabaseError:
+        pass
+    else:
+        raise AssertionError("the trim was refused, so the finish must fail")
+    s._db.execute("DROP TRIGGER refuse")
+    assert s.history_count() == 1 and list(json.loads(s.history_json())) == ["a"]
+    assert [i.prompt_id for i in s.queue_items(running=True)] == ["b"]
+    s.finish(b, status_str="success", completed=True, messages=[], outputs={}, meta={}, job_status="completed")
+    assert s.history_count() == 1 and list(json.loads(s.history_json())) == ["b"]
