@@ -164,7 +164,9 @@ class App:
             pass
 
     def _arm_drain(self) -> None:
-        if self._outbox and self._drain_timer is None:
+        # Even when the outbox was emptied meanwhile (a flush, or a drain that popped the call that armed
+        # it): only a drain clears the flag, so skipping the timer would strand every later call.
+        if self._drain_timer is None:
             self._drain_timer = self.loop.call_later(self.event_window_s, self._drain_outbox)
 
     def _drain_outbox(self) -> None:

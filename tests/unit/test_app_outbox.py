@@ -105,3 +105,20 @@ def test_a_prompt_queued_from_a_node_thread_sends_its_status_through_the_loop(ap
         assert threads == [loop_thread]
 
     asyncio.run(main())
+
+
+def test_a_call_queued_during_a_drain_does_not_strand_later_calls(app):
+    """A log line written on the loop while the outbox drains queues a call that this same drain pops;
+    the timer it armed must still fire, or every later call would wait for the end of the prompt."""
+    async def main():
+        app.loop = asyncio.get_running_loop()
+        app.event_window_s = 0.02
+        seen: list[str] = []
+        app._to_loop(lambda: app._to_loop(seen.append, "inner"))
+        app._drain_outbox()  # as POST /prompt does
+        assert seen == ["inner"]
+        await asyncio.sleep(0.05)  # the armed timer fires (empty)
+        _on_thread(lambda: app._to_loop(seen.append, "later"))  # a node's progress, no flush coming
+        await _until(lambda: seen == ["inner", "later"])
+
+    asyncio.run(main())
