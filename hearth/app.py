@@ -135,32 +135,44 @@ class App:
         Each wake-up of the loop while the worker runs costs a pair of GIL hand-offs and a pass through
         asyncio; a trivial prompt emits a dozen events in a few hundred µs. So the first call arms one
         timer on the loop, and ``flush_to_loop`` (the worker calls it when a prompt ends) delivers at
-        once: a prompt's events cost two wake-ups, and none waits longer than the window."""
-        loop = self.loop
-        if loop is None or loop.is_closed():
+        once: by design a prompt's events cost two wake-ups, and none waits longer than the window."""
+        if self.loop is None or self.loop.is_closed():
             return
         self._outbox.append((fn, args))  # before reading the flag: see _drain_outbox
         if not self._drain_armed:
             self._drain_armed = True
-            try:
-                loop.call_soon_threadsafe(self._arm_drain)
-            except RuntimeError:  # the loop closed meanwhile
-                pass
+            self._wake_loop(self._arm_drain)
+
+    def on_loop(self, fn, *args) -> None:
+        """Run fn(*args) on the HTTP loop after everything queued before it (the hub is not thread-safe):
+        at once when called on the loop (the outbox drained first), through the outbox from other threads,
+        and at once while the server is still starting (no client can be connected yet)."""
+        if self.loop is None:
+            fn(*args)
+        elif self._on_loop_thread():
+            self._drain_outbox()
+            fn(*args)
+        else:
+            self._to_loop(fn, *args)
 
     def _on_loop_thread(self) -> bool:
         try:
-            return self.loop is not None and asyncio.get_running_loop() is self.loop
+            return asyncio.get_running_loop() is self.loop
         except RuntimeError:
             return False
 
     def flush_to_loop(self) -> None:
         """Deliver everything queued by _to_loop now (from any thread)."""
+        if self._outbox:
+            self._wake_loop(self._drain_outbox)
+
+    def _wake_loop(self, callback) -> None:
         loop = self.loop
-        if loop is None or loop.is_closed() or not self._outbox:
+        if loop is None or loop.is_closed():
             return
         try:
-            loop.call_soon_threadsafe(self._drain_outbox)
-        except RuntimeError:
+            loop.call_soon_threadsafe(callback)
+        except RuntimeError:  # the loop closed meanwhile
             pass
 
     def _arm_drain(self) -> None:
@@ -193,10 +205,8 @@ class App:
         self._to_loop(self.hub.broadcast_status, self.queue_remaining())
 
     def _log_entry_threadsafe(self, entry: dict) -> None:
-        loop = self.loop
-        if loop is None or loop.is_closed() or not self.hub.log_subscribers:
-            return
-        self._to_loop(self._send_log_entry, entry)
+        if self.hub.log_subscribers:
+            self._to_loop(self._send_log_entry, entry)
 
     def _send_log_entry(self, entry: dict) -> None:
         for sid in list(self.hub.log_subscribers):
@@ -354,12 +364,10 @@ class App:
             self.worker.secrets[prompt_id] = secret
         number = self.store.enqueue(prompt_id, prompt_json, extra_json, _dumps(result.outputs), client_id or None,
                                     number=number, front=bool(body.get("front")))
-        # Before waking the worker, so this status precedes its own.
-        if self._on_loop_thread():
-            self._drain_outbox()  # the worker's events still waiting were emitted before this status
-            self.hub.broadcast_status()
-        else:  # a node queueing a prompt (compat prompt_queue.put): the hub lives on the loop
-            self._queue_changed_threadsafe()
+        # Before waking the worker, so this status precedes its own; after the worker's events still
+        # waiting in the outbox, which were emitted first. A node may queue prompts too (compat
+        # prompt_queue.put), from the worker's thread.
+        self.on_loop(self.hub.broadcast_status, self.queue_remaining())
         self.worker.wake()
         number_out: int | float = int(number) if number == int(number) and body.get("number") is None else number
         return SubmitResult(200, {"prompt_id": prompt_id, "number": number_out, "node_errors": result.node_errors})

@@ -28,7 +28,7 @@ Publish = Callable[[ev.Event, "str | None"], None]
 
 class Worker:
     def __init__(self, store: Store, engine: Engine, publish: Publish, queue_changed: Callable[[], None],
-                 node_ctx: node_context.NodeContext, flush: Callable[[], None] = lambda: None):
+                 node_ctx: node_context.NodeContext, flush: Callable[[], None]):
         self.store = store
         self.engine = engine
         self._publish = publish

@@ -122,3 +122,20 @@ def test_a_call_queued_during_a_drain_does_not_strand_later_calls(app):
         await _until(lambda: seen == ["inner", "later"])
 
     asyncio.run(main())
+
+
+def test_on_loop_keeps_call_order_from_any_thread(app):
+    """PromptServer.send_sync outside a node goes through App.on_loop: from another thread it queues behind
+    the worker's waiting events; on the loop it runs at once, after draining them."""
+    async def main():
+        app.loop = asyncio.get_running_loop()
+        app.event_window_s = 3600.0
+        seen: list[str] = []
+        _on_thread(lambda: app._to_loop(seen.append, "worker 1"))
+        _on_thread(lambda: app.on_loop(seen.append, "pack thread"))
+        assert seen == []  # both wait in the window
+        _on_thread(lambda: app._to_loop(seen.append, "worker 2"))
+        app.on_loop(seen.append, "route on the loop")
+        assert seen == ["worker 1", "pack thread", "worker 2", "route on the loop"]
+
+    asyncio.run(main())

@@ -173,19 +173,7 @@ class PromptServer(metaclass=_PromptServerMeta):
         return getattr(self._state.app, "hub", None)
 
     def _on_loop(self, fn, *args) -> None:
-        """Run ``fn(*args)`` on the App's loop (the hub is not thread-safe)."""
-        loop = self._state.app.loop
-        if loop is None or loop.is_closed():
-            fn(*args)  # still starting: no client can be connected yet
-            return
-        try:
-            running = asyncio.get_running_loop()
-        except RuntimeError:
-            running = None
-        if running is loop:
-            fn(*args)
-        else:
-            loop.call_soon_threadsafe(fn, *args)
+        self._state.app.on_loop(fn, *args)
 
     def send_sync(self, event, data, sid=None) -> None:
         if isinstance(event, int):
