@@ -335,9 +335,9 @@ class PeakSampler(threading.Thread):
 
 def file_create_cost_us(folder: Path, n: int = 200) -> float:
     """Median cost of creating, writing and closing a small new file in ``folder``: every trivial
-    prompt saves a PNG into the server's temp folder, and on ext4 a new inode can cost from ~30 µs to
-    over 1 ms depending on the file system's recent history (measured on the benchmark machine), so
-    the figure is recorded with each run."""
+    prompt saves a PNG into the server's temp folder, and on the benchmark machine's ext4 a new file
+    cost 44-870 µs depending on the folder and the moment (24 µs on tmpfs), so the figure is recorded
+    with each run."""
     probe = Path(tempfile.mkdtemp(prefix="create-probe-", dir=folder))
     times = []
     try:
